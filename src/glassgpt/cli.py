@@ -1,0 +1,55 @@
+"""The `glassgpt` command: builds the parser from the subcommand modules and runs one.
+
+A `GlassError` (a problem the user can fix) prints as one line with a non-zero exit and no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from glassgpt import __version__
+from glassgpt.errors import GlassError
+
+# Each module has `register(subparsers)`, which adds its subcommand with `func` set.
+COMMAND_MODULES = [
+    "glassgpt.commands.corpus_cmd",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other error
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="glassgpt",
+        description="Build, train, run and look inside a GPT on your own laptop.",
+    )
+    parser.add_argument("--version", action="version", version=f"glassgpt {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except GlassError as err:
+        print(f"glassgpt: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("glassgpt: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
