@@ -15,6 +15,10 @@ from glassgpt.errors import GlassError
 
 # Each module has `register(subparsers)`, which adds its subcommand with `func` set.
 COMMAND_MODULES = [
+    "glassgpt.commands.demo_cmd",
+    "glassgpt.commands.train_cmd",
+    "glassgpt.commands.generate_cmd",
+    "glassgpt.commands.eval_cmd",
     "glassgpt.commands.corpus_cmd",
 ]
 

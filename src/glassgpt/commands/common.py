@@ -1,0 +1,65 @@
+"""Options and lookups shared by several subcommands (model folder, cache folder, device)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from glassgpt.errors import GlassError
+
+DEFAULT_RUN = Path("runs/demo")
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"run folder of a trained model (default: {DEFAULT_RUN}, made by `glassgpt demo`)")
+
+
+def model_path(args: argparse.Namespace) -> Path:
+    """The --model folder, or the demo's with a clear hint when it does not exist yet."""
+    if args.model is not None:
+        return args.model
+    if not (DEFAULT_RUN / "config.json").is_file():
+        raise GlassError(f"no --model given and no demo model at {DEFAULT_RUN}: run `glassgpt demo` first "
+                         "or pass --model RUN")
+    return DEFAULT_RUN
+
+
+def cache_dir() -> Path:
+    """Where tokenized corpora are cached: $GLASSGPT_CACHE, else ~/.cache/glassgpt."""
+    root = os.environ.get("GLASSGPT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "glassgpt")
+    return Path(root) / "tokens"
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
+
+
+def device(args: argparse.Namespace) -> torch.device:
+    if args.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError:
+        raise GlassError(f"unknown device {args.device!r}: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GlassError("--device cuda asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
+    return dev
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value

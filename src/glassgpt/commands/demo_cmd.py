@@ -1,0 +1,53 @@
+"""`glassgpt demo`: the main job: train a small GPT on the built-in corpus and show samples."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from glassgpt.commands.common import (
+    DEFAULT_RUN,
+    add_device_option,
+    cache_dir,
+    device,
+    positive_float,
+)
+from glassgpt.demo import run_demo
+from glassgpt.errors import GlassError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo", help="train a small GPT on the built-in corpus in minutes, then show what it writes",
+        description="Train the BPE tokenizer and the demo model on Austen, Shakespeare, the King James "
+                    "Bible and Moby Dick, then continue prompts at temperatures 0, 0.8 and 1.2 and write "
+                    "report.md with the loss curve, validation bits per byte and the samples.",
+    )
+    p.add_argument("--minutes", type=positive_float, default=4.0, help="training time (default 4)")
+    p.add_argument("--out", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    add_device_option(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.out / "config.json").exists():
+        if not args.overwrite:
+            raise GlassError(f"{args.out} already holds a run: pass --overwrite to replace it, or --out DIR")
+        shutil.rmtree(args.out)
+    result = run_demo(args.out, args.minutes, cache_dir=cache_dir(), device=device(args),
+                      show_progress=not args.no_progress)
+    current = None
+    for sample in result.samples:
+        if sample.prompt != current:
+            current = sample.prompt
+            print(f"\n=== {sample.prompt!r}")
+        print(f"[t={sample.temperature:g}] {sample.prompt}{sample.text}".replace("\n", " / "))
+    val = result.train.val
+    if val is not None:
+        print(f"\nfinal validation: {val.bpb:.3f} bits per byte (loss {val.loss:.3f})")
+    print(f"report: {result.report_path}   loss curve: {args.out / 'loss_curve.png'}")
+    print(f"next: glassgpt generate --model {args.out} \"It is a truth universally\" --temperature 0.8")
+    return 0

@@ -1,0 +1,110 @@
+"""`glassgpt train`: train a GPT on the built-in corpus or your text, or resume a run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from glassgpt.checkpoint import load_config
+from glassgpt.commands.common import (
+    add_device_option,
+    cache_dir,
+    device,
+    positive_float,
+    positive_int,
+)
+from glassgpt.config import PRESETS, RunConfig, preset
+from glassgpt.errors import GlassError
+from glassgpt.train import train
+
+# CLI flag -> (config section, field). Flags default to None so only explicit ones override.
+MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_head",
+               "kv_heads": "n_kv_head", "d_model": "d_model"}
+TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batch_size": "batch_size",
+               "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
+               "eval_every": "eval_every", "save_every": "save_every", "dtype": "dtype",
+               "compile": "compile", "seed": "seed"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a GPT on text (default: the built-in corpus)",
+        description="Train a GPT from scratch, or continue one with --resume. Presets: "
+                    + ", ".join(f"{k} ({v.model.num_parameters() / 1e6:.1f}M params)" for k, v in PRESETS.items()),
+    )
+    p.add_argument("--data", help="text file, folder of .txt files, or glob (default: built-in corpus)")
+    p.add_argument("--out", type=Path, help="run folder to write (default: runs/PRESET)")
+    p.add_argument("--preset", default="demo", choices=list(PRESETS), help="starting configuration (default: demo)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g = p.add_argument_group("budget")
+    g.add_argument("--time-budget", type=positive_float, metavar="MINUTES", help="stop after this much training time")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N optimizer steps")
+    g = p.add_argument_group("model (not with --resume)")
+    g.add_argument("--tokenizer", choices=["bpe", "char", "gpt2"], help="tokenizer kind")
+    g.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size, special tokens included")
+    g.add_argument("--context", type=positive_int, help="context length in tokens")
+    g.add_argument("--layers", type=positive_int)
+    g.add_argument("--heads", type=positive_int)
+    g.add_argument("--kv-heads", type=positive_int, help="fewer than --heads = grouped-query attention")
+    g.add_argument("--d-model", type=positive_int, help="embedding width")
+    g.add_argument("--untied", action="store_true", help="separate input and output embeddings")
+    g = p.add_argument_group("training")
+    g.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch")
+    g.add_argument("--grad-accum", type=positive_int, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=positive_float, help="peak learning rate")
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--eval-every", type=positive_int, metavar="N")
+    g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")
+    g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="auto = bf16 where measured faster")
+    g.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile (auto = on GPUs only)")
+    g.add_argument("--seed", type=int)
+    add_device_option(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.set_defaults(func=run)
+
+
+def _explicit(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    return {field: getattr(args, flag) for flag, field in flags.items() if getattr(args, flag) is not None}
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """The preset (or the saved config when resuming) with the explicit flags applied."""
+    model_changes = _explicit(args, MODEL_FLAGS)
+    if args.untied:
+        model_changes["tie_embeddings"] = False
+    tokenizer_changes = {k: v for k, v in (("kind", args.tokenizer), ("vocab_size", args.vocab_size)) if v is not None}
+    train_changes = _explicit(args, TRAIN_FLAGS)
+    # An explicit step count alone means exactly that many steps; an explicit budget alone is the limit.
+    if "max_steps" in train_changes and "time_budget_min" not in train_changes:
+        train_changes["time_budget_min"] = 0.0
+    if "time_budget_min" in train_changes and "max_steps" not in train_changes:
+        train_changes["max_steps"] = 10**9
+
+    if args.resume:
+        if model_changes or tokenizer_changes or args.data:
+            raise GlassError("--resume continues the saved model and data: drop the model/tokenizer/--data options")
+        base = load_config(args.out)
+        return dataclasses.replace(base, train=dataclasses.replace(base.train, **train_changes))
+    base = preset(args.preset)
+    if tokenizer_changes.get("kind") == "gpt2":
+        tokenizer_changes["vocab_size"] = 50257
+    tokenizer = dataclasses.replace(base.tokenizer, **tokenizer_changes)
+    model = dataclasses.replace(base.model, vocab_size=tokenizer.vocab_size, **model_changes)
+    if "n_head" in model_changes and "n_kv_head" not in model_changes:
+        model = dataclasses.replace(model, n_kv_head=model.n_head)
+    return RunConfig(model=model, tokenizer=tokenizer, train=dataclasses.replace(base.train, **train_changes),
+                     preset=base.preset, data=args.data)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume and args.out is None:
+        raise GlassError("--resume needs --out RUN: the run folder to continue")
+    args.out = args.out or Path("runs") / args.preset
+    config = build_config(args)
+    result = train(config, args.out, resume=args.resume, cache_dir=cache_dir(), device=device(args),
+                   show_progress=not args.no_progress)
+    if result.val is not None:
+        print(f"final validation: loss {result.val.loss:.4f}, {result.val.bpb:.4f} bits per byte")
+    print(f"try it: glassgpt generate --model {args.out} \"Once upon a time\"")
+    return 0

@@ -1,0 +1,228 @@
+"""The GPT: a decoder-only transformer, readable top to bottom.
+
+text -> token ids -> embeddings -> n_layer x [attention + feed-forward] -> final norm ->
+one score (logit) per vocabulary token. The architecture is Llama's: pre-norm RMSNorm, rotary
+position embeddings (RoPE), SwiGLU feed-forward, no biases, optional grouped-query attention
+and tied input/output embeddings. Its math equals Hugging Face `LlamaForCausalLM` with the same
+config (tests/test_model.py copies our weights across and compares logits).
+
+The model never samples: `forward` returns logits (and the loss when targets are given). The
+generation loop lives in `glassgpt.engine`; it passes a `KVCache` so that each new token only
+costs one position of work. Nothing here is for visualisation: `glassgpt.inspect` uses hooks.
+
+Shape names: B batch, T time (positions), D d_model, H heads, K kv heads, Dh head size, V vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from glassgpt.config import ModelConfig
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, preallocated.
+
+    The engine creates one per generation; each attention layer writes its new keys/values at
+    `position` and reads everything before. `advance` moves `position` after all layers ran.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_length: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        shape = (config.n_layer, batch_size, config.n_kv_head, max_length, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.position = 0
+        self.max_length = max_length
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's k, v (B, K, T, Dh) for `layer`; return all keys/values so far."""
+        end = self.position + k.size(2)
+        if end > self.max_length:
+            raise ValueError(f"KV cache full: {end} positions > {self.max_length}")
+        self.keys[layer, :, :, self.position:end] = k
+        self.values[layer, :, :, self.position:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.position += n
+
+    def repeat_batch(self, n: int) -> None:
+        """Turn a batch-1 cache into n identical rows (one prompt, n samples: prefill once)."""
+        self.keys = self.keys.repeat(1, n, 1, 1, 1)
+        self.values = self.values.repeat(1, n, 1, 1, 1)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight: like LayerNorm without centring or bias."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 (as Llama does) even under bf16 autocast: it is cheap and stable.
+        out = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps)
+        return out.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def rope_tables(config: ModelConfig, length: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (length, Dh) for rotary embeddings, in Llama's half-split layout."""
+    half = config.head_dim // 2
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # (T, Dh/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, Dh)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (i, i + Dh/2) pair of x (B, H, T, Dh) by its position's angle."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Causal multi-head (or grouped-query) self-attention with rotary positions."""
+
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        # One matmul for q, k and v together: fewer, larger matmuls are faster on a CPU.
+        self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim, bias=False)
+        self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.position
+            k, v = kv_cache.update(self.layer, k, v)  # (B, K, past + T, Dh)
+        if self.n_kv_head != self.n_head:
+            # Each group of n_head / n_kv_head query heads shares one key/value head.
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything before it
+        else:
+            # New positions past..past+T-1 may see every cached position and the new ones up to
+            # themselves.
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H * Dh)
+        return self.out(y)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), applied to each position independently."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.hidden = config.mlp_hidden
+        self.gate_up = nn.Linear(config.d_model, 2 * config.mlp_hidden, bias=False)  # gate and up fused
+        self.down = nn.Linear(config.mlp_hidden, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """One transformer layer: x + attention(norm(x)), then x + feed_forward(norm(x))."""
+
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = Attention(config, layer)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = FeedForward(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, kv_cache)
+        x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+@dataclass
+class ModelOutput:
+    """What one forward pass returns: logits (B, T, V), and the mean loss if targets were given."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class GPT(nn.Module):
+    """The language model: token ids in, next-token logits out."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.final_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rope_tables(config, config.context_length)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """GPT-2-style init: N(0, 0.02); projections into the residual stream scaled down by depth."""
+        residual_std = 0.02 / (2 * self.config.n_layer) ** 0.5
+        for name, param in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(param)
+            elif name.endswith(("attn.out.weight", "mlp.down.weight")):
+                nn.init.normal_(param, std=residual_std, generator=generator)
+            else:
+                nn.init.normal_(param, std=0.02, generator=generator)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> ModelOutput:
+        """ids (B, T) -> logits (B, T, V); with targets (B, T), also the mean cross-entropy.
+
+        Targets equal to -1 are ignored in the loss. With a `kv_cache`, `ids` are the positions
+        after those already cached, and the cache is advanced past them.
+        """
+        B, T = ids.shape
+        start = kv_cache.position if kv_cache is not None else 0
+        if start + T > self.config.context_length:
+            raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.context_length}")
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh)
+
+        x = self.embed(ids)  # (B, T, D)
+        for block in self.blocks:
+            x = block(x, cos, sin, kv_cache)
+        x = self.final_norm(x)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+
+        if targets is None:
+            return ModelOutput(self.lm_head(x))
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        return ModelOutput(logits, loss)

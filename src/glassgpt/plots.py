@@ -1,0 +1,50 @@
+"""Drawing for training: the loss curve from `metrics.jsonl`. Headless (matplotlib's Agg)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from glassgpt.atomic import atomic_write  # noqa: E402
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics_path: Path, png_path: Path) -> bool:
+    """Train and validation loss against step, with validation bits per byte on a second axis.
+
+    Returns False (and draws nothing) when there are no metrics yet.
+    """
+    records = read_metrics(metrics_path)
+    if not records:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_loss"], r["val_bpb"]) for r in records if "val_loss" in r]
+    ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue", alpha=0.7)
+    if val:
+        steps, losses, bpbs = zip(*val, strict=True)
+        ax.plot(steps, losses, "o-", label="validation loss", color="tab:orange")
+        bpb_axis = ax.twinx()
+        bpb_axis.plot(steps, bpbs, "s--", color="tab:green", label="validation bits/byte", alpha=0.8)
+        bpb_axis.set_ylabel("bits per byte", color="tab:green")
+        ax.set_title(f"Training: final validation {losses[-1]:.3f} nats/token, {bpbs[-1]:.3f} bits/byte")
+    else:
+        ax.set_title("Training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return True
