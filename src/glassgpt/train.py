@@ -182,6 +182,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     data_rng = torch.Generator().manual_seed(config.train.seed)
     state = ckpt.TrainerState()
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp"):  # half-written files of a process that was killed
+        stale.unlink(missing_ok=True)
     metrics_path = out_dir / ckpt.METRICS_FILE
     if resume:
         state = ckpt.load_trainer_state(out_dir, model, optimizer)

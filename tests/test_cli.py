@@ -1,0 +1,127 @@
+"""The command line: each subcommand's happy path, and every bad input as one clean line."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from glassgpt.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; argparse's own errors exit via SystemExit, which counts the same."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert fragment in lines[0]
+
+
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture):
+    for command in ("demo", "train", "generate", "eval", "corpus"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: glassgpt " + command in capsys.readouterr().out
+
+
+def test_generate_streams_and_greedy_is_deterministic(tiny_run: Path, capsys: pytest.CaptureFixture):
+    args = ("generate", "--model", str(tiny_run), "In the beginning", "-t", "0", "-n", "12")
+    code, first, _ = run_cli(capsys, *args)
+    assert code == 0 and first.startswith("In the beginning")
+    assert run_cli(capsys, *args)[1] == first
+    code, out, _ = run_cli(capsys, "generate", "--model", str(tiny_run), "Call me", "--samples", "2",
+                           "--seed", "1", "-n", "8", "--top-k", "20", "--top-p", "0.9")
+    assert code == 0 and out.count("--- sample") == 2
+
+
+def test_long_prompt_is_cropped_with_a_notice(tiny_run: Path, capsys: pytest.CaptureFixture):
+    code, _, err = run_cli(capsys, "generate", "--model", str(tiny_run), "word " * 500, "-n", "3")
+    assert code == 0 and "kept its last" in err
+
+
+def test_eval_prints_bits_per_byte(tiny_run: Path, small_text_dir: Path, capsys: pytest.CaptureFixture):
+    code, out, _ = run_cli(capsys, "eval", "--model", str(tiny_run), "--data", str(small_text_dir / "kjv.txt"),
+                           "--max-tokens", "4000")
+    assert code == 0
+    bpb = float(out.split()[0])
+    assert 0.5 < bpb < 8
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["-t", "-1"], "temperature must be >= 0"),
+    (["--top-p", "0"], "top-p must be in (0, 1]"),
+    (["--top-p", "1.01"], "top-p must be in (0, 1]"),
+    (["--top-k", "-3"], "top-k must be >= 0"),
+    (["-n", "0"], "max new tokens must be >= 1"),
+])
+def test_bad_sampling_options(tiny_run: Path, capsys: pytest.CaptureFixture, options: list[str], fragment: str):
+    code, _, err = run_cli(capsys, "generate", "--model", str(tiny_run), "hello", *options)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_bad_model_folders(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    code, _, err = run_cli(capsys, "generate", "--model", str(tmp_path / "nope"), "hi")
+    assert_one_line_error(code, err, "no such run folder")
+    code, _, err = run_cli(capsys, "generate", "--model", str(tmp_path), "hi")
+    assert_one_line_error(code, err, "not a glassgpt run folder")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    code, _, err = run_cli(capsys, "eval", "--model", str(broken), "--data", str(tiny_run / "config.json"))
+    assert_one_line_error(code, err, "corrupted")
+    config = json.loads((tiny_run / "config.json").read_text())
+    config["model"]["n_layer"] = 3
+    shutil.copy(tiny_run / "model.safetensors", broken / "model.safetensors")
+    (broken / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "generate", "--model", str(broken), "hi")
+    assert_one_line_error(code, err, "does not match")
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00\x00" * 50, "looks binary"),
+    (b"na\xefve caf\xe9 " * 50, "is not UTF-8"),
+])
+def test_bad_training_data(tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, fragment: str):
+    data = tmp_path / "data.txt"
+    data.write_bytes(content)
+    code, _, err = run_cli(capsys, "train", "--preset", "tiny", "--data", str(data), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--data", "/no/such/dir"], "no such file or folder"),
+    (["--time-budget", "0"], "--time-budget: must be > 0"),
+    (["--time-budget", "-2"], "--time-budget: must be > 0"),
+    (["--max-steps", "0"], "--max-steps: must be >= 1"),
+    (["--preset", "huge"], "invalid choice"),
+    (["--heads", "5"], "divisible by n_head"),
+])
+def test_bad_training_options(tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str], fragment: str):
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *options)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_resume_needs_an_existing_run(tmp_path: Path, capsys: pytest.CaptureFixture):
+    code, _, err = run_cli(capsys, "train", "--resume")
+    assert_one_line_error(code, err, "--resume needs --out")
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path / "none"))
+    assert_one_line_error(code, err, "no such run folder")
+
+
+def test_training_refuses_to_overwrite(tiny_run: Path, capsys: pytest.CaptureFixture):
+    before = (tiny_run / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "train", "--preset", "tiny", "--out", str(tiny_run))
+    assert_one_line_error(code, err, "--resume")
+    assert (tiny_run / "model.safetensors").read_bytes() == before
