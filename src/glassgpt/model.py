@@ -66,25 +66,28 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 (as Llama does) even under bf16 autocast: it is cheap and stable.
-        out = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps)
-        return out.to(x.dtype) * self.weight.to(x.dtype)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)  # one fused kernel
+        # Under bf16 autocast, normalise in float32 as Llama does: cheap, and stable.
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).to(x.dtype)
 
 
 def rope_tables(config: ModelConfig, length: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables (length, Dh) for rotary embeddings, in Llama's half-split layout."""
+    """cos and sin (length, Dh/2) of each position's rotation angle for each frequency."""
     half = config.head_dim // 2
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # (T, Dh/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, Dh)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each (i, i + Dh/2) pair of x (B, H, T, Dh) by its position's angle."""
+    """Rotate each pair (x[i], x[i + Dh/2]) of x (B, T, heads, Dh) by its position's angle.
+
+    This is Llama's "rotate half" layout; cos and sin are (T, Dh/2).
+    """
     x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, Dh/2): the same angle for every head
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -101,13 +104,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
-        )
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        qk_heads = self.n_head + self.n_kv_head
+        qk, v = self.qkv(x).split([qk_heads * self.head_dim, self.n_kv_head * self.head_dim], dim=-1)
+        # Rotate queries and keys together: one kernel instead of two.
+        qk = apply_rope(qk.view(B, T, qk_heads, self.head_dim), cos, sin)  # (B, T, H + K, Dh)
+        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
+        q = q.transpose(1, 2)  # (B, H, T, Dh)
+        k = k.transpose(1, 2)  # (B, K, T, Dh)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         past = 0
         if kv_cache is not None:
@@ -212,7 +216,7 @@ class GPT(nn.Module):
         start = kv_cache.position if kv_cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.context_length}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh)
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh/2)
 
         x = self.embed(ids)  # (B, T, D)
         for block in self.blocks:
