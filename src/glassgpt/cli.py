@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "glassgpt.commands.train_cmd",
     "glassgpt.commands.generate_cmd",
     "glassgpt.commands.eval_cmd",
+    "glassgpt.commands.export_cmd",
     "glassgpt.commands.corpus_cmd",
 ]
 

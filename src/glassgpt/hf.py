@@ -7,11 +7,14 @@ keeps them apart. These functions split and rename, nothing else: the math is th
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from glassgpt.config import ModelConfig
+from glassgpt.errors import GlassError
 
 
 def llama_config_dict(config: ModelConfig) -> dict[str, Any]:
@@ -76,3 +79,39 @@ def to_hf_model(model: torch.nn.Module) -> Any:
     if model.config.tie_embeddings:
         hf.tie_weights()
     return hf.eval()
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a run as a Hugging Face model folder: `LlamaForCausalLM.from_pretrained(out_dir)` loads it.
+
+    The folder holds config.json, model.safetensors (Llama names), tokenizer.json and
+    tokenizer_config.json. No `transformers` import is needed to write it.
+    """
+    from safetensors.torch import save_file
+
+    from glassgpt.atomic import atomic_write, atomic_write_text
+    from glassgpt.checkpoint import load_run
+
+    run = load_run(run_dir)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == Path(run_dir).resolve():
+        raise GlassError("--out must be a new folder, not the run folder itself")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = run.tokenizer
+    config = llama_config_dict(run.config.model)
+    config.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
+    weights = to_hf_state_dict(run.model.state_dict(), run.config.model)
+    atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    tokenizer.save(out_dir / "tokenizer.json")
+    names = {i: name for name, i in tokenizer.special_ids.items()}
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": names.get(tokenizer.bos_id),
+        "eos_token": names.get(tokenizer.eos_id),
+        "pad_token": names.get(tokenizer.pad_id),
+        "model_max_length": run.config.model.context_length,
+        "add_bos_token": False,
+    }
+    atomic_write_text(out_dir / "tokenizer_config.json", json.dumps(tokenizer_config, indent=2) + "\n")
+    return out_dir
