@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "glassgpt.commands.eval_cmd",
     "glassgpt.commands.export_cmd",
     "glassgpt.commands.corpus_cmd",
+    "glassgpt.commands.ngram_cmd",
+    "glassgpt.commands.nn_cmd",
 ]
 
 
