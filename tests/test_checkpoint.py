@@ -91,3 +91,14 @@ def test_kill_9_during_training_never_leaves_an_unloadable_checkpoint(tmp_path: 
         assert run.step > last_step
         last_step = run.step
     assert len(list(out.glob(".*.tmp"))) <= 2  # only the last kill's temp files; resume cleans older ones
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path: Path):
+    from glassgpt.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "hello")
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "glassgpt.commands.corpus_cmd",
     "glassgpt.commands.ngram_cmd",
     "glassgpt.commands.nn_cmd",
+    "glassgpt.commands.look_cmd",
 ]
 
 
