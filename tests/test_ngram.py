@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -226,12 +225,27 @@ def test_command_rejects_an_empty_corpus_in_one_line(capsys, tmp_path):
     assert "empty" in err and err.count("\n") == 1
 
 
-def test_model_option_without_the_gpt_is_a_one_line_error(monkeypatch, small_split, tmp_path):
-    from glassgpt.commands import ngram_cmd
-
-    monkeypatch.setitem(sys.modules, "glassgpt.evaluate", None)  # import fails
-    with pytest.raises(GlassError, match="--model needs the GPT"):
-        ngram_cmd._gpt_bits_per_byte(str(tmp_path), "text")
+def test_model_option_adds_the_gpt_and_rejects_a_non_run(austen, capsys, tmp_path, tiny_run):
+    data = tmp_path / "austen.txt"
+    data.write_text(austen[:100_000])
+    argv = [
+        "ngram",
+        "--data",
+        str(data),
+        "--max-n",
+        "2",
+        "--words-max-n",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*argv, "--model", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "not a glassgpt run folder" in err and err.count("\n") == 1
+    assert main([*argv, "--model", str(tiny_run)]) == 0
+    printed = capsys.readouterr().out
+    gpt_line = next(line for line in printed.splitlines() if line.startswith("GPT "))
+    assert 0 < float(gpt_line.split(": ")[1].split()[0]) < 8  # its bits per byte
 
 
 def test_command_prints_tables_and_writes_pictures(austen, capsys, tmp_path):

@@ -178,7 +178,7 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # About 10M parameters.
     "small": RunConfig(
-        model=ModelConfig(vocab_size=8192, context_length=256, n_layer=6, n_head=6, n_kv_head=6, d_model=384),
+        model=ModelConfig(vocab_size=8192, context_length=256, n_layer=6, n_head=5, n_kv_head=5, d_model=320),
         tokenizer=TokenizerConfig("bpe", 8192),
         train=TrainConfig(batch_size=32, max_steps=5000, lr=2e-3, warmup_steps=100, eval_every=250),
         preset="small",

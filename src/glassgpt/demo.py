@@ -50,9 +50,10 @@ def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: t
     run = load_run(out_dir, device or "cpu")
     engine = Engine(run.model, run.tokenizer)
     samples = []
-    for prompt in PROMPTS:
+    for seed, prompt in enumerate(PROMPTS):
         for temperature in TEMPERATURES:
-            sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=0)
+            # One seed per prompt: its three temperatures are comparable, its draws its own.
+            sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
             text = engine.generate(prompt, sampling).completions[0].text
             samples.append(Sample(prompt, temperature, text))
     report = out_dir / "report.md"

@@ -165,15 +165,17 @@ class Engine:
         reasons = ["length"] * n
         finished = [False] * n
 
-        # Prefill once at batch 1, then copy the cache for each sample.
-        cache = KVCache(self.model.config, 1, self.context, self.device, dtype)
+        # Prefill once at batch 1, then copy the cache for each sample. The cache holds what this
+        # generation can reach (at most the context), not always the whole context.
+        cache_length = min(self.context, len(prompt_ids) + sampling.max_new_tokens)
+        cache = KVCache(self.model.config, 1, cache_length, self.device, dtype)
         logits = self.model(torch.tensor([prompt_ids], device=self.device), kv_cache=cache).logits[:, -1]
         if n > 1:
             cache.repeat_batch(n)
             logits = logits.expand(n, -1)
         history = torch.tensor([prompt_ids], device=self.device).expand(n, -1)
 
-        for _ in range(sampling.max_new_tokens):
+        for step in range(sampling.max_new_tokens):
             next_ids = sample_next(logits, sampling, generator)  # (n,)
             history = torch.cat([history, next_ids[:, None]], dim=1)
             for i, token in enumerate(next_ids.tolist()):
@@ -188,9 +190,9 @@ class Engine:
                     on_text(i, piece)
                 if streams[i].stopped:
                     finished[i], reasons[i] = True, "stop"
-            if all(finished):
-                break
-            if cache.position >= self.context:
+            if all(finished) or step == sampling.max_new_tokens - 1:
+                break  # no forward pass for a token that will never be used
+            if cache.position >= cache.max_length:
                 # The window is full: keep the last three quarters and read them in again.
                 keep = history[:, -(3 * self.context // 4):]
                 cache = KVCache(self.model.config, n, self.context, self.device, dtype)

@@ -81,6 +81,10 @@ def _print_rows(rows: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    if args.model:
+        from glassgpt.checkpoint import load_config
+
+        load_config(args.model)  # a wrong --model fails now, not after all the counting
     from glassgpt import ngram
     from glassgpt.corpus import load_documents, split_documents
     from glassgpt.plots_counting import plot_letters, plot_ngram_comparison, plot_pairs

@@ -241,7 +241,12 @@ def render_context(view: ContextView) -> str:
     )
     for c in view.towards:
         s1, s2 = float(c.similarity[0, last]), float(c.similarity[1, last])
-        closer = 1 if s1 >= s2 else 2
+        if abs(s1 - s2) < 0.0005:  # below the printed precision: say so rather than pick a side
+            lines.append(
+                f"  {w.word!r} is as close to {c.word!r} in both sentences ({s1:.3f} vs {s2:.3f})"
+            )
+            continue
+        closer = 1 if s1 > s2 else 2
         lines.append(
             f"  {w.word!r} is closer to {c.word!r} in sentence {closer} "
             f"({max(s1, s2):.3f} vs {min(s1, s2):.3f}, by {abs(s1 - s2):.3f})"

@@ -1,0 +1,90 @@
+"""The benchmark suite runs end to end (`--quick`) and its correctness checks pass."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("transformers")
+
+
+def load_benchmarks_main():
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("benchmarks.run").main
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    status = load_benchmarks_main()(["--quick", "--json", str(out)])
+    return status, json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_quick_run_passes_its_checks(quick_report):
+    status, report = quick_report
+    assert status == 0
+    assert report["mode"] == "quick"
+    assert report["checks_ok"] is True
+    assert report["checks"]["greedy_identical"] is True
+    assert report["checks"]["generate_token_counts"] is True
+    assert report["checks"]["train_first_loss_equal"] is True
+    assert report["checks"]["tokenizer_ids_identical"] is True
+
+
+def test_quick_run_reports_positive_numbers(quick_report):
+    _, report = quick_report
+    machine = report["machine"]
+    assert machine["fp32_gflops"] > 0 and machine["bf16_gflops"] > 0 and machine["bandwidth_gbs"] > 0
+
+    for row in report["tokenizer"]:
+        assert row["identical"] and row["megabytes"] > 0
+        assert all(rate["median"] > 0 for rate in row["mb_per_s"].values())
+
+    measured = [row for row in report["train"] if not row["skipped"]]
+    assert {row["case"] for row in measured} == {"tiny", "demo"}
+    for row in measured:
+        assert row["ours_tokens_per_s"]["median"] > 0 and row["theirs_tokens_per_s"]["median"] > 0
+        assert row["ours_gflops"] > 0 and row["ratio"] > 0
+    for row in report["train"]:
+        if row["skipped"]:  # only emulated bf16 may be skipped, and it says so
+            assert row["setting"]["dtype"] == "bf16" and "emulated" in row["skipped"]
+
+    measured = [row for row in report["generate"] if not row["skipped"]]
+    assert {row["batch_size"] for row in measured} == {1, 8}
+    for row in measured:
+        assert row["ours_tokens_per_s"]["median"] > 0 and row["theirs_tokens_per_s"]["median"] > 0
+        assert row["counts_ok"]
+        if row["dtype"] == "fp32":
+            assert row["identical"] is True
+            assert row["distinct_tokens"] > row["new_tokens"] // 2  # not one token repeated
+
+
+def test_only_selects_benchmarks(tmp_path):
+    out = tmp_path / "tok.json"
+    assert load_benchmarks_main()(["--quick", "--only", "tokenizer", "--json", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert "tokenizer" in report and "train" not in report and "generate" not in report
+
+
+def test_a_greedy_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
+    main = load_benchmarks_main()
+    bench_generate = importlib.import_module("benchmarks.bench_generate")
+    real = bench_generate.theirs_generate
+
+    def off_by_one_at_token_3(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        return [row[:3] + [(row[3] + 1) % 100] + row[4:] if len(row) > 3 else row for row in rows]
+
+    monkeypatch.setattr(bench_generate, "theirs_generate", off_by_one_at_token_3)
+    out = tmp_path / "gen.json"
+    assert main(["--quick", "--only", "generate", "--json", str(out)]) == 1
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["checks"]["greedy_identical"] is False
+    assert "GREEDY MISMATCH" in capsys.readouterr().err
