@@ -633,6 +633,23 @@ class NGramRow:
     sample: str  # generated text
 
 
+def _rows(
+    kind: str,
+    counts: CharNGrams | WordNGrams,
+    bits_per_byte: Sequence[float],
+    prompt: str,
+    length: int,
+    seed: int,
+    temperature: float,
+) -> list[NGramRow]:
+    rows = []
+    for n in range(1, counts.max_n + 1):
+        model = counts.model(n)
+        sample = counts.generate(n, prompt, length, seed, temperature)
+        rows.append(NGramRow(kind, n, model.contexts, model.ngrams, bits_per_byte[n - 1], sample))
+    return rows
+
+
 def char_rows(
     counts: CharNGrams,
     val_texts: Sequence[str],
@@ -643,20 +660,7 @@ def char_rows(
 ) -> list[NGramRow]:
     """One row per character model n = 1..max_n; every sample uses the same seed."""
     bpb = counts.bits_per_byte(val_texts)
-    rows = []
-    for n in range(1, counts.max_n + 1):
-        model = counts.model(n)
-        rows.append(
-            NGramRow(
-                "char",
-                n,
-                model.contexts,
-                model.ngrams,
-                bpb[n - 1],
-                counts.generate(n, prompt, length, seed, temperature),
-            )
-        )
-    return rows
+    return _rows("char", counts, bpb, prompt, length, seed, temperature)
 
 
 def word_rows(
@@ -668,18 +672,5 @@ def word_rows(
     temperature: float,
 ) -> list[NGramRow]:
     """One row per word model n = 1..max_n; every sample uses the same seed."""
-    scores = counts.bits_per_byte(val_texts)
-    rows = []
-    for n in range(1, counts.max_n + 1):
-        model = counts.model(n)
-        rows.append(
-            NGramRow(
-                "word",
-                n,
-                model.contexts,
-                model.ngrams,
-                scores[n - 1].bits_per_byte,
-                counts.generate(n, prompt, length, seed, temperature),
-            )
-        )
-    return rows
+    bpb = [score.bits_per_byte for score in counts.bits_per_byte(val_texts)]
+    return _rows("word", counts, bpb, prompt, length, seed, temperature)
