@@ -125,3 +125,12 @@ def test_training_refuses_to_overwrite(tiny_run: Path, capsys: pytest.CaptureFix
     code, _, err = run_cli(capsys, "train", "--preset", "tiny", "--out", str(tiny_run))
     assert_one_line_error(code, err, "--resume")
     assert (tiny_run / "model.safetensors").read_bytes() == before
+
+
+def test_unusable_output_paths_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    code, _, err = run_cli(capsys, "export-hf", "--model", str(tiny_run), "--out", str(a_file))
+    assert_one_line_error(code, err, "File exists")
+    code, _, err = run_cli(capsys, "export-hf", "--model", str(tiny_run), "--out", str(a_file / "sub"))
+    assert_one_line_error(code, err, str(a_file))

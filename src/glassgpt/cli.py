@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except GlassError as err:
         print(f"glassgpt: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the filesystem said no: a path that is a file, unwritable, disk full
+        where = f": {err.filename}" if err.filename else ""
+        print(f"glassgpt: error: {err.strerror or err}{where} (check the path and its permissions)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("glassgpt: interrupted", file=sys.stderr)
         return 130
