@@ -43,6 +43,7 @@ from benchmarks.common import (
 from glassgpt.config import PRESETS, RunConfig
 from glassgpt.hf import to_hf_model
 from glassgpt.model import GPT
+from glassgpt.tokens import token_windows
 from glassgpt.train import make_optimizer
 
 OURS, THEIRS = "glassgpt", "transformers"
@@ -183,8 +184,8 @@ def make_batches(ids: np.ndarray, count: int, batch_size: int, context: int,
     out = []
     for _ in range(count):
         starts = rng.integers(0, len(ids) - context - 1, batch_size)
-        rows = torch.from_numpy(np.stack([ids[s:s + context + 1] for s in starts]))
-        out.append((rows[:, :-1].contiguous(), rows[:, 1:].contiguous()))
+        x, y = token_windows(ids, starts, context)
+        out.append((x.contiguous(), y.contiguous()))
     return out
 
 

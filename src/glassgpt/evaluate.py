@@ -18,6 +18,7 @@ import torch
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
+from glassgpt.tokens import token_windows
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,7 @@ def evaluate(model: GPT, ids: np.ndarray, byte_lengths: torch.Tensor, max_tokens
     model.eval()
     total_nats, total_bytes, total_tokens = 0.0, 0.0, 0
     for i in range(0, n_windows, batch_size):
-        rows = np.stack([ids[s:s + context + 1] for s in starts[i:i + batch_size]]).astype(np.int64)
-        batch = torch.from_numpy(rows).to(device)
-        x, y = batch[:, :-1], batch[:, 1:]
+        x, y = token_windows(ids, starts[i:i + batch_size], context, device)
         with autocast(dtype, device):
             logits = model(x).logits
         nats = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from glassgpt.atomic import atomic_write, atomic_write_text
@@ -155,3 +157,12 @@ def _map(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
     if length == 0:  # an empty file cannot be memory-mapped
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+
+
+def token_windows(
+    ids: np.ndarray, starts: Sequence[int], context: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows ids[s : s + context + 1] as int64 inputs x (B, T) and next-token targets y (B, T)."""
+    rows = np.stack([ids[s : s + context + 1] for s in starts]).astype(np.int64)
+    batch = torch.from_numpy(rows).to(device)
+    return batch[:, :-1], batch[:, 1:]

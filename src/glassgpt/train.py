@@ -30,7 +30,7 @@ from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult, autocast, evaluate, token_byte_lengths
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
-from glassgpt.tokens import TokenArray, encode_documents
+from glassgpt.tokens import TokenArray, encode_documents, token_windows
 
 Log = Callable[[str], None]
 
@@ -126,9 +126,7 @@ def sample_batch(ids: np.ndarray, batch_size: int, context: int, generator: torc
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of `context` tokens; targets are the same windows shifted by one."""
     starts = torch.randint(0, len(ids) - context - 1, (batch_size,), generator=generator).tolist()
-    rows = np.stack([ids[s:s + context + 1] for s in starts]).astype(np.int64)
-    batch = torch.from_numpy(rows).to(device)
-    return batch[:, :-1], batch[:, 1:]
+    return token_windows(ids, starts, context, device)
 
 
 def make_optimizer(model: GPT, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
