@@ -1,4 +1,5 @@
-"""Drawing for training: the loss curve from `metrics.jsonl`. Headless (matplotlib's Agg)."""
+"""Drawing for training (the loss curve from `metrics.jsonl`) and the one PNG writer every
+picture uses. Headless (matplotlib's Agg)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.figure import Figure  # noqa: E402
 
 from glassgpt.atomic import atomic_write  # noqa: E402
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write `fig` as a PNG atomically (never a half-written picture), making folders as needed."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return Path(path)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -45,6 +53,6 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))
+    save_png(fig, png_path)
     plt.close(fig)
     return True

@@ -15,14 +15,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from glassgpt.ngram import LetterStats, NGramRow, PairStats
+from glassgpt.plots import save_png
 
 DPI = 100
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_png(fig, path, DPI)
 
 
 def plot_letters(stats: LetterStats, path: Path) -> Path:

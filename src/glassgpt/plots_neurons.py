@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from glassgpt.atomic import atomic_write_bytes
+
 DPI = 100
 REGION_COLOURS = np.array([[0.85, 0.37, 0.0], [0.0, 0.45, 0.70], [0.0, 0.62, 0.45]])
 
@@ -23,14 +25,14 @@ def _save(fig: Figure, path: Path) -> Path:
     drawing would otherwise make it several times larger, with no visible difference."""
     from PIL import Image  # Pillow comes with matplotlib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
+    buffer, quantized = io.BytesIO(), io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png")
     buffer.seek(0)
     with Image.open(buffer) as image:
         image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
-            path, optimize=True
+            quantized, format="png", optimize=True
         )
+    atomic_write_bytes(path, quantized.getvalue())  # never a half-written picture
     return path
 
 

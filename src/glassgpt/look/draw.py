@@ -18,7 +18,6 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from glassgpt.atomic import atomic_write  # noqa: E402
 from glassgpt.look.text import visible  # noqa: E402
 from glassgpt.look.views import (  # noqa: E402
     AttentionView,
@@ -29,6 +28,7 @@ from glassgpt.look.views import (  # noqa: E402
     TokensView,
     TrajectoryView,
 )
+from glassgpt.plots import save_png  # noqa: E402
 
 DPI = 100
 
@@ -42,7 +42,7 @@ def label(token: str, limit: int = 16) -> str:
 
 
 def _save(fig: Figure, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    save_png(fig, path, DPI)
     plt.close(fig)
 
 
