@@ -39,7 +39,7 @@ from benchmarks.common import (
 )
 from glassgpt.config import ModelConfig
 from glassgpt.engine import Engine, SamplingConfig
-from glassgpt.hf import to_hf_model
+from glassgpt.interop.hf_llama import to_hf_model
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
 

@@ -3,7 +3,7 @@
 One training step, identical on both sides: forward with the loss on the same batch of real
 corpus tokens (ours: `model(x, targets=y).loss`; theirs: its own loss path,
 `model(input_ids=x, labels=y, shift_labels=y).loss`, so both predict y from x), backward,
-gradient clipping at 1.0, fused AdamW from `glassgpt.train.make_optimizer` (the same
+gradient clipping at 1.0, fused AdamW from `glassgpt.train.pretrain.make_optimizer` (the same
 parameter groups and hyper-parameters for both), zero_grad. Both start from identical weights
 and see the same batches in the same order, so their first losses must agree (checked).
 
@@ -41,10 +41,10 @@ from benchmarks.common import (
     seconds,
 )
 from glassgpt.config import PRESETS, RunConfig
-from glassgpt.hf import to_hf_model
+from glassgpt.data.token_cache import token_windows
+from glassgpt.interop.hf_llama import to_hf_model
 from glassgpt.model import GPT
-from glassgpt.tokens import token_windows
-from glassgpt.train import make_optimizer
+from glassgpt.train.pretrain import make_optimizer
 
 OURS, THEIRS = "glassgpt", "transformers"
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

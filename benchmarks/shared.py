@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from glassgpt.corpus import Document, builtin_documents
+from glassgpt.data.corpus import Document, builtin_documents
 from glassgpt.tokenizer import Tokenizer
 
 

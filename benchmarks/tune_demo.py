@@ -20,7 +20,7 @@ import torch
 
 from glassgpt.config import ModelConfig, RunConfig, TrainConfig, preset
 from glassgpt.model import GPT
-from glassgpt.train import make_optimizer, train
+from glassgpt.train.pretrain import make_optimizer, train
 
 CANDIDATES = {
     "d192-L4-ctx128-b32 (lr 3e-3)": dict(d_model=192, n_layer=4, n_head=4, context_length=128, batch_size=32, lr=3e-3),

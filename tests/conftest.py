@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from glassgpt.config import preset
-from glassgpt.corpus import builtin_documents
-from glassgpt.train import train
+from glassgpt.data.corpus import builtin_documents
+from glassgpt.train.pretrain import train
 
 
 @pytest.fixture(scope="session")

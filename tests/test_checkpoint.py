@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from glassgpt import checkpoint as ckpt
+from glassgpt import runs as ckpt
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
-from glassgpt.train import make_optimizer
+from glassgpt.train.pretrain import make_optimizer
 
 
 def test_save_load_round_trip_is_exact(tiny_run: Path, tmp_path: Path):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from glassgpt.corpus import builtin_documents, load_documents, split_documents
+from glassgpt.data.corpus import builtin_documents, load_documents, split_documents
 from glassgpt.errors import GlassError
 
 

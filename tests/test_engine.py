@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from glassgpt.checkpoint import load_run
 from glassgpt.engine import (
     Engine,
     SamplingConfig,
@@ -12,6 +11,7 @@ from glassgpt.engine import (
     sample_next,
 )
 from glassgpt.errors import GlassError
+from glassgpt.runs import load_run
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import torch
 
-from glassgpt.checkpoint import load_run
 from glassgpt.cli import main
+from glassgpt.runs import load_run
 
 
 def test_exported_folder_loads_in_transformers_with_equal_logits_and_ids(tiny_run: Path, tmp_path: Path):

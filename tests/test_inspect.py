@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from glassgpt.checkpoint import load_run
 from glassgpt.config import ModelConfig
-from glassgpt.inspect import causal_attention_weights, trace
+from glassgpt.explain.look.trace import causal_attention_weights, trace
 from glassgpt.model import GPT
+from glassgpt.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,6 @@ def test_a_recomputation_out_of_step_with_the_model_is_refused(
     trained: GPT, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If model.py's attention changed and inspect did not follow, views fail loudly."""
-    monkeypatch.setattr("glassgpt.inspect.apply_rope", lambda x, cos, sin: x)  # "forget" RoPE
+    monkeypatch.setattr("glassgpt.explain.look.trace.apply_rope", lambda x, cos, sin: x)  # "forget" RoPE
     with pytest.raises(RuntimeError, match="no longer matches"):
         trace(trained, _ids(trained))

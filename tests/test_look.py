@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from glassgpt.checkpoint import load_run, save_config, save_weights
 from glassgpt.cli import main
 from glassgpt.config import ModelConfig, RunConfig, TokenizerConfig
 from glassgpt.engine import Engine, next_token_probabilities
-from glassgpt.look import views
+from glassgpt.explain.look import views
 from glassgpt.model import GPT
+from glassgpt.runs import load_run, save_config, save_weights
 from glassgpt.tokenizer import Tokenizer
 
 RIVER = "He sat on the bank of the river"
@@ -191,7 +191,7 @@ def test_a_split_word_uses_the_mean_and_says_so(loaded) -> None:
     near = views.nearest_neighbours(model, tokenizer, "shepherdess")
     assert near.word.split  # a 512-token vocabulary splits it
     view = views.EmbeddingsView((near,), None, None, None, model.num_parameters())
-    from glassgpt.look.text import render_embeddings
+    from glassgpt.explain.look.text import render_embeddings
 
     assert "tokens" in render_embeddings(view) and "mean vector" in render_embeddings(view)
 

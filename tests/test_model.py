@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from glassgpt.config import ModelConfig
-from glassgpt.hf import to_hf_model
+from glassgpt.interop.hf_llama import to_hf_model
 from glassgpt.model import GPT, KVCache
 
 CONFIGS = {

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from glassgpt import ngram
 from glassgpt.cli import main
-from glassgpt.corpus import builtin_documents, split_documents
+from glassgpt.data.corpus import builtin_documents, split_documents
 from glassgpt.errors import GlassError
+from glassgpt.explain import ngram
 
 
 @pytest.fixture(scope="module")

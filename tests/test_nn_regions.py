@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from glassgpt.cli import main
 from glassgpt.errors import GlassError
-from glassgpt.nn import regions as reg
+from glassgpt.explain.networks import regions as reg
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from glassgpt.cli import main
 from glassgpt.errors import GlassError
-from glassgpt.nn import symbols as sym
+from glassgpt.explain.networks import symbols as sym
 
 
 @pytest.fixture(autouse=True)

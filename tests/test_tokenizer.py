@@ -1,6 +1,5 @@
 import json
 import lzma
-from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 
@@ -9,7 +8,8 @@ import regex
 import tokenizers
 
 import glassgpt.tokenizer as tokenizer_module
-from glassgpt.corpus import builtin_documents
+from glassgpt.assets import asset
+from glassgpt.data.corpus import builtin_documents
 from glassgpt.errors import GlassError
 from glassgpt.tokenizer import SPECIAL_TOKENS, Tokenizer, split_for_encoding
 
@@ -62,7 +62,7 @@ def _bytes_to_unicode():
 
 def _reference_gpt2_encode(text: str) -> list[int]:
     """GPT-2's original encoder.py algorithm, independent of the code under test."""
-    folder = resources.files("glassgpt") / "data" / "gpt2"
+    folder = asset("gpt2")
     encoder = json.loads(lzma.decompress((folder / "encoder.json.xz").read_bytes()))
     merges = lzma.decompress((folder / "vocab.bpe.xz").read_bytes()).decode().split("\n")[1:-1]
     ranks = {tuple(m.split()): i for i, m in enumerate(merges)}

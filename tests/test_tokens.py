@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import glassgpt.tokenizer as tokenizer_module
-from glassgpt.corpus import Document, builtin_documents
+from glassgpt.data.corpus import Document, builtin_documents
+from glassgpt.data.token_cache import encode_documents, token_dtype
 from glassgpt.errors import GlassError
 from glassgpt.tokenizer import Tokenizer
-from glassgpt.tokens import encode_documents, token_dtype
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import matplotlib.image
 import pytest
 import torch
 
-from glassgpt import checkpoint as ckpt
-from glassgpt import train as train_module
+from glassgpt import runs as ckpt
+from glassgpt.train import pretrain as train_module
 from glassgpt.config import RunConfig, preset
 from glassgpt.errors import GlassError
-from glassgpt.train import learning_rate, train
+from glassgpt.train.pretrain import learning_rate, train
 
 
 def tiny_config(data: Path, **train_changes) -> RunConfig:

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from glassgpt.atomic import atomic_write_text
-from glassgpt.checkpoint import load_run
 from glassgpt.config import preset
 from glassgpt.engine import Engine, SamplingConfig
-from glassgpt.train import Log, TrainResult, train
+from glassgpt.runs import load_run
+from glassgpt.train.pretrain import Log, TrainResult, train
 
 PROMPTS = ("It is a truth universally", "To be, or not to be", "In the beginning", "Call me Ishmael.")
 TEMPERATURES = (0.0, 0.8, 1.2)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glassgpt.data.token_cache import token_windows
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
-from glassgpt.tokens import token_windows
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def evaluate(model: GPT, ids: np.ndarray, byte_lengths: torch.Tensor, max_tokens
 
 def bits_per_byte(run_dir: str | Path, text: str, max_tokens: int = 1_000_000) -> EvalResult:
     """Bits per byte of a saved model on `text` (evaluated in non-overlapping context windows)."""
-    from glassgpt.checkpoint import load_run
+    from glassgpt.runs import load_run
 
     if not text.strip():
         raise GlassError("the text to evaluate is empty")

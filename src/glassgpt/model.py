@@ -8,7 +8,7 @@ config (tests/test_model.py copies our weights across and compares logits).
 
 The model never samples: `forward` returns logits (and the loss when targets are given). The
 generation loop lives in `glassgpt.engine`; it passes a `KVCache` so that each new token only
-costs one position of work. Nothing here is for visualisation: `glassgpt.inspect` uses hooks.
+costs one position of work. Nothing here is for visualisation: `glassgpt.explain.look.trace` uses hooks.
 
 Shape names: B batch, T time (positions), D d_model, H heads, K kv heads, Dh head size, V vocab.
 """

@@ -6,7 +6,7 @@ Owns three kinds, all behind one `Tokenizer` class:
   (GPT-2's pre-tokenizer regex, so a leading space is part of a token: " the").
 * ``"char"`` - one token per distinct character seen in training.
 * ``"gpt2"`` - GPT-2's own tokenizer, built offline from the files shipped in
-  ``glassgpt/data/gpt2`` (ids equal ``tiktoken.get_encoding("gpt2")``'s).
+  ``glassgpt/assets/gpt2`` (ids equal ``tiktoken.get_encoding("gpt2")``'s).
 
 Special tokens (``SPECIAL_TOKENS``) sit at the *end* of the vocabulary of "bpe" and
 "char". GPT-2 has only ``<|endoftext|>`` (50256), which serves as bos, eos and pad.
@@ -39,7 +39,6 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
-from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import tiktoken
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from glassgpt.assets import asset
 from glassgpt.atomic import atomic_write_text
 from glassgpt.errors import GlassError
 
@@ -134,7 +134,7 @@ def _resolve_file(path: str | os.PathLike[str]) -> Path:
 @lru_cache(maxsize=1)
 def _gpt2_files() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """GPT-2's encoder.json (token string -> id) and vocab.bpe merges, from the package."""
-    folder = resources.files("glassgpt") / "data" / "gpt2"
+    folder = asset("gpt2")
     with (folder / "encoder.json.xz").open("rb") as raw:
         encoder = json.loads(lzma.decompress(raw.read()).decode("utf-8"))
     with (folder / "vocab.bpe.xz").open("rb") as raw:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from glassgpt.corpus import builtin_provenance, load_documents, split_documents
+from glassgpt.data.corpus import builtin_provenance, load_documents, split_documents
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

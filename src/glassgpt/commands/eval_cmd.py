@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from glassgpt.commands.common import add_model_option, model_path
-from glassgpt.corpus import load_documents
+from glassgpt.data.corpus import load_documents
 from glassgpt.evaluate import bits_per_byte
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from glassgpt.commands.common import add_model_option, model_path
-from glassgpt.hf import export_run
+from glassgpt.interop.hf_llama import export_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from glassgpt.checkpoint import load_run
 from glassgpt.commands.common import add_device_option, add_model_option, device, model_path
 from glassgpt.engine import Engine, SamplingConfig
+from glassgpt.runs import load_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

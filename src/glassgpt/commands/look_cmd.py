@@ -166,9 +166,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace):
     """The model (float32, eval) and tokenizer of --model or the demo, and a header for it."""
-    from glassgpt.checkpoint import load_run
     from glassgpt.commands.common import model_path
-    from glassgpt.look.views import model_info
+    from glassgpt.explain.look.views import model_info
+    from glassgpt.runs import load_run
 
     run = load_run(model_path(args))
     model = run.model.float().eval()
@@ -178,8 +178,8 @@ def _load(args: argparse.Namespace):
 
 def _emit(args: argparse.Namespace, info: Any, view: Any, text: str, draw: Any) -> int:
     """Print the view (text or JSON) and draw it if --png was given."""
-    from glassgpt.look.text import header
-    from glassgpt.look.views import to_jsonable
+    from glassgpt.explain.look.text import header
+    from glassgpt.explain.look.views import to_jsonable
 
     if args.png is not None:
         draw(view, args.png)
@@ -203,7 +203,7 @@ def _emit(args: argparse.Namespace, info: Any, view: Any, text: str, draw: Any) 
 
 
 def _ids(model, tokenizer, text: str) -> list[int]:
-    from glassgpt.look.views import encode_text
+    from glassgpt.explain.look.views import encode_text
 
     return encode_text(tokenizer, text, model.config.context_length)
 
@@ -212,9 +212,9 @@ def _ids(model, tokenizer, text: str) -> list[int]:
 
 
 def run_next(args: argparse.Namespace) -> int:
-    from glassgpt.look import draw
-    from glassgpt.look.text import header, render_next, visible
-    from glassgpt.look.views import next_table
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import header, render_next, visible
+    from glassgpt.explain.look.views import next_table
 
     if args.step and args.json:
         raise GlassError("--step is interactive: use it without --json")
@@ -284,11 +284,11 @@ def _gpt2():
 
 
 def run_tokens(args: argparse.Namespace) -> int:
-    from glassgpt.checkpoint import TOKENIZER_FILE, load_config
     from glassgpt.commands.common import model_path
-    from glassgpt.look import draw
-    from glassgpt.look.text import render_tokens
-    from glassgpt.look.views import tokens_view
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import render_tokens
+    from glassgpt.explain.look.views import tokens_view
+    from glassgpt.runs import TOKENIZER_FILE, load_config
     from glassgpt.tokenizer import Tokenizer
 
     if not args.text:
@@ -303,9 +303,9 @@ def run_tokens(args: argparse.Namespace) -> int:
 
 
 def run_embeddings(args: argparse.Namespace) -> int:
-    from glassgpt.look import draw
-    from glassgpt.look.text import render_embeddings
-    from glassgpt.look.views import (
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import render_embeddings
+    from glassgpt.explain.look.views import (
         EmbeddingsView,
         analogy,
         nearest_neighbours,
@@ -335,9 +335,9 @@ def run_embeddings(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from glassgpt.look import draw
-    from glassgpt.look.text import render_attention
-    from glassgpt.look.views import attention_view
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import render_attention
+    from glassgpt.explain.look.views import attention_view
 
     if args.top < 1:
         raise GlassError(f"--top must be at least 1, got {args.top}")
@@ -348,9 +348,9 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_context(args: argparse.Namespace) -> int:
-    from glassgpt.look import draw
-    from glassgpt.look.text import render_context
-    from glassgpt.look.views import context_view
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import render_context
+    from glassgpt.explain.look.views import context_view
 
     if len(args.sentences) != 2:
         raise GlassError(f"give exactly 2 sentences, got {len(args.sentences)}")
@@ -360,9 +360,9 @@ def run_context(args: argparse.Namespace) -> int:
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
-    from glassgpt.look import draw
-    from glassgpt.look.text import render_trajectory
-    from glassgpt.look.views import trajectory_view
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import render_trajectory
+    from glassgpt.explain.look.views import trajectory_view
 
     model, tokenizer, info = _load(args)
     view = trajectory_view(model, tokenizer, _ids(model, tokenizer, args.text))
@@ -370,9 +370,9 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from glassgpt.look import draw
-    from glassgpt.look.text import render_pipeline
-    from glassgpt.look.views import pipeline_view
+    from glassgpt.explain.look import draw
+    from glassgpt.explain.look.text import render_pipeline
+    from glassgpt.explain.look.views import pipeline_view
 
     if args.top < 1:
         raise GlassError(f"--top must be at least 1, got {args.top}")

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from glassgpt.ngram import CHAR_MAX_N, WORD_MAX_N, check_temperature
+    from glassgpt.explain.ngram import CHAR_MAX_N, WORD_MAX_N, check_temperature
 
     if not 1 <= args.max_n <= CHAR_MAX_N:
         raise GlassError(f"--max-n must be 1..{CHAR_MAX_N}, got {args.max_n}")
@@ -82,12 +82,12 @@ def _print_rows(rows: list) -> None:
 def run(args: argparse.Namespace) -> int:
     _validate(args)
     if args.model:
-        from glassgpt.checkpoint import load_config
+        from glassgpt.runs import load_config
 
         load_config(args.model)  # a wrong --model fails now, not after all the counting
-    from glassgpt import ngram
-    from glassgpt.corpus import load_documents, split_documents
-    from glassgpt.plots_counting import plot_letters, plot_ngram_comparison, plot_pairs
+    from glassgpt.data.corpus import load_documents, split_documents
+    from glassgpt.explain import ngram
+    from glassgpt.explain.ngram_draw import plot_letters, plot_ngram_comparison, plot_pairs
 
     out = Path(args.out)
     split = split_documents(load_documents(args.data))

@@ -86,7 +86,7 @@ def _fmt(values, spec: str = "+.2f") -> str:
 
 
 def run_symbols(args: argparse.Namespace) -> int:
-    from glassgpt.nn import symbols as sym
+    from glassgpt.explain.networks import symbols as sym
 
     hidden = sym.parse_hidden(args.hidden)
     _positive(args.steps, "--steps")
@@ -96,7 +96,7 @@ def run_symbols(args: argparse.Namespace) -> int:
 
     import torch
 
-    from glassgpt.plots_neurons import plot_loss, plot_symbol_examples, plot_symbol_network
+    from glassgpt.explain.networks.draw import plot_loss, plot_symbol_examples, plot_symbol_network
 
     torch.set_num_threads(1)  # only used for the autograd check of tiny tensors
     data = sym.make_dataset(args.seed)
@@ -200,7 +200,7 @@ def _explain(sym, net, data, index: int) -> None:
 
 
 def run_regions(args: argparse.Namespace) -> int:
-    from glassgpt.nn import regions as reg
+    from glassgpt.explain.networks import regions as reg
 
     for value, option in (
         (args.layers, "--layers"),
@@ -222,7 +222,7 @@ def run_regions(args: argparse.Namespace) -> int:
 
     import torch
 
-    from glassgpt.plots_neurons import plot_loss, plot_regions_map, plot_sweep
+    from glassgpt.explain.networks.draw import plot_loss, plot_regions_map, plot_sweep
 
     torch.set_num_threads(1)  # tiny networks: one thread is as fast and leaves the other core
     out = Path(args.out)

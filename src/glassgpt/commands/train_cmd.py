@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from glassgpt.checkpoint import load_config
 from glassgpt.commands.common import (
     add_device_option,
     cache_dir,
@@ -16,7 +15,8 @@ from glassgpt.commands.common import (
 )
 from glassgpt.config import PRESETS, RunConfig, preset
 from glassgpt.errors import GlassError
-from glassgpt.train import train
+from glassgpt.runs import load_config
+from glassgpt.train.pretrain import train
 
 # CLI flag -> (config section, field). Flags default to None so only explicit ones override.
 MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_head",

@@ -90,7 +90,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     from safetensors.torch import save_file
 
     from glassgpt.atomic import atomic_write, atomic_write_text
-    from glassgpt.checkpoint import load_run
+    from glassgpt.runs import load_run
 
     run = load_run(run_dir)
     out_dir = Path(out_dir)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from glassgpt.engine import Engine, next_token_probabilities
 from glassgpt.errors import GlassError
-from glassgpt.inspect import Trace, trace
+from glassgpt.explain.look.trace import Trace, trace
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
 

@@ -1,13 +1,13 @@
 """Terminal text for each `glassgpt look` view: aligned tables of the view's numbers.
 
 Tokens are shown with their spaces made visible: '·' for a space, '↵' for a newline, '⇥' for a
-tab, so " the" reads '·the'. Every function takes a view from `glassgpt.look.views` and returns
+tab, so " the" reads '·the'. Every function takes a view from `glassgpt.explain.look.views` and returns
 a string (no printing here).
 """
 
 from __future__ import annotations
 
-from glassgpt.look.views import (
+from glassgpt.explain.look.views import (
     AttentionView,
     ContextView,
     EmbeddingsView,

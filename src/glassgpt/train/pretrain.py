@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glassgpt import checkpoint as ckpt
+from glassgpt import runs as ckpt
 from glassgpt.config import RunConfig
-from glassgpt.corpus import CorpusSplit, load_documents, split_documents
+from glassgpt.data.corpus import CorpusSplit, load_documents, split_documents
+from glassgpt.data.token_cache import TokenArray, encode_documents, token_windows
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult, autocast, evaluate, token_byte_lengths
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
-from glassgpt.tokens import TokenArray, encode_documents, token_windows
 
 Log = Callable[[str], None]
 

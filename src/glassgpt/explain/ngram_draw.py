@@ -1,6 +1,6 @@
 """Pictures for `glassgpt ngram`: letter frequencies, letter pairs, and n-gram models compared.
 
-Drawing only: every function takes numbers computed elsewhere (`glassgpt.ngram`) and writes one
+Drawing only: every function takes numbers computed elsewhere (`glassgpt.explain.ngram`) and writes one
 PNG. Figures are made without pyplot (matplotlib's Agg canvas), so this works headless.
 """
 
@@ -14,7 +14,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from glassgpt.ngram import LetterStats, NGramRow, PairStats
+from glassgpt.explain.ngram import LetterStats, NGramRow, PairStats
 from glassgpt.plots import save_png
 
 DPI = 100

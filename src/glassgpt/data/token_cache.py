@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from glassgpt.atomic import atomic_write, atomic_write_text
-from glassgpt.corpus import Document
+from glassgpt.data.corpus import Document
 from glassgpt.errors import GlassError
 from glassgpt.tokenizer import Tokenizer, split_for_encoding
 

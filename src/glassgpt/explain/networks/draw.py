@@ -1,6 +1,6 @@
 """Pictures for `glassgpt nn`: the symbol network, its weights and loss, the three regions.
 
-Drawing only: the numbers come from `glassgpt.nn.symbols` and `glassgpt.nn.regions`. Figures
+Drawing only: the numbers come from `glassgpt.explain.networks.symbols` and `glassgpt.explain.networks.regions`. Figures
 are made without pyplot (matplotlib's Agg canvas), so this works headless.
 """
 

@@ -1,6 +1,6 @@
 """PNG pictures of the `glassgpt look` views, drawn with matplotlib's headless Agg backend.
 
-Each function takes a view from `glassgpt.look.views` (plain numbers and numpy arrays, never a
+Each function takes a view from `glassgpt.explain.look.views` (plain numbers and numpy arrays, never a
 model) and writes one PNG atomically; it returns nothing. Token labels use the same visible
 spaces as the terminal ('·' for a space).
 """
@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from glassgpt.look.text import visible  # noqa: E402
-from glassgpt.look.views import (  # noqa: E402
+from glassgpt.explain.look.text import visible  # noqa: E402
+from glassgpt.explain.look.views import (  # noqa: E402
     AttentionView,
     ContextView,
     EmbeddingsView,

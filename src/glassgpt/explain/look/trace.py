@@ -171,7 +171,7 @@ def _check_recomputation(layer: LayerTrace) -> None:
     error = float((layer.attention_output() - expected).abs().max())
     if error > 1e-3 * (1.0 + float(expected.abs().max())):
         raise RuntimeError(
-            f"glassgpt.inspect's attention recomputation no longer matches glassgpt.model "
+            f"glassgpt.explain.look.trace's attention recomputation no longer matches glassgpt.model "
             f"(layer {layer.index}: max error {error:.2e}): update _split_heads to the model's "
             "attention code"
         )

@@ -9,9 +9,9 @@ from __future__ import annotations
 import glob as globlib
 import lzma
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from glassgpt.assets import asset
 from glassgpt.errors import GlassError
 
 BUILTIN_NAMES = ("austen", "kjv", "mobydick", "shakespeare")
@@ -33,22 +33,18 @@ class CorpusSplit:
     val: list[Document]
 
 
-def _data_dir():
-    return resources.files("glassgpt") / "data"
-
-
 def builtin_documents() -> list[Document]:
     """The built-in corpus (Austen, King James Bible, Moby Dick, Shakespeare), decompressed."""
     docs = []
     for name in BUILTIN_NAMES:
-        with (_data_dir() / "corpus" / f"{name}.txt.xz").open("rb") as raw:
+        with asset("corpus", f"{name}.txt.xz").open("rb") as raw:
             docs.append(Document(name, lzma.decompress(raw.read()).decode("utf-8")))
     return docs
 
 
 def builtin_provenance() -> str:
     """The attribution text of the built-in corpus."""
-    return (_data_dir() / "corpus" / "PROVENANCE.md").read_text(encoding="utf-8")
+    return asset("corpus", "PROVENANCE.md").read_text(encoding="utf-8")
 
 
 def _read_text_file(path: Path) -> str:
