@@ -3,7 +3,7 @@
 One training step, identical on both sides: forward with the loss on the same batch of real
 corpus tokens (ours: `model(x, targets=y).loss`; theirs: its own loss path,
 `model(input_ids=x, labels=y, shift_labels=y).loss`, so both predict y from x), backward,
-gradient clipping at 1.0, fused AdamW from `glassgpt.train.pretrain.make_optimizer` (the same
+gradient clipping at 1.0, fused AdamW from `glassgpt.train.optim.make_optimizer` (the same
 parameter groups and hyper-parameters for both), zero_grad. Both start from identical weights
 and see the same batches in the same order, so their first losses must agree (checked).
 
@@ -41,10 +41,10 @@ from benchmarks.common import (
     seconds,
 )
 from glassgpt.config import PRESETS, RunConfig
-from glassgpt.data.token_cache import token_windows
+from glassgpt.data.batches import token_windows
 from glassgpt.interop.hf_llama import to_hf_model
 from glassgpt.model import GPT
-from glassgpt.train.pretrain import make_optimizer
+from glassgpt.train.optim import make_optimizer
 
 OURS, THEIRS = "glassgpt", "transformers"
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -148,7 +148,7 @@ class Side:
                  batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.model = model.train()
         self.loss_fn = loss_fn
-        self.optimizer = make_optimizer(model, run, torch.device("cpu"))  # type: ignore[arg-type]
+        self.optimizer = make_optimizer(model, run.train)
         self.clip = run.train.grad_clip
         self.dtype = dtype
         self.batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = itertools.cycle(batches)

@@ -20,7 +20,8 @@ import torch
 
 from glassgpt.config import ModelConfig, RunConfig, TrainConfig, preset
 from glassgpt.model import GPT
-from glassgpt.train.pretrain import make_optimizer, train
+from glassgpt.train.optim import make_optimizer
+from glassgpt.train.pretrain import pretrain
 
 CANDIDATES = {
     "d192-L4-ctx128-b32 (lr 3e-3)": dict(d_model=192, n_layer=4, n_head=4, context_length=128, batch_size=32, lr=3e-3),
@@ -41,9 +42,8 @@ def candidate_config(spec: dict) -> RunConfig:
 
 
 def tokens_per_second(model_config: ModelConfig, train_config: TrainConfig) -> float:
-    config = RunConfig(model=model_config, train=train_config)
     model = GPT(model_config)
-    optimizer = make_optimizer(model, config, torch.device("cpu"))
+    optimizer = make_optimizer(model, train_config)
     ids = torch.randint(0, model_config.vocab_size, (train_config.batch_size, model_config.context_length))
 
     def step() -> None:
@@ -79,7 +79,7 @@ def main() -> None:
         steps = max(20, round(share_s * speed[name] / tokens_per_step))
         config = dataclasses.replace(config, train=dataclasses.replace(
             config.train, max_steps=steps, eval_every=10**6, warmup_steps=min(50, steps // 10)))
-        result = train(config, out / name.split()[0] / name.split()[-1].strip("()"), show_progress=False,
+        result = pretrain(config, out / name.split()[0] / name.split()[-1].strip("()"), show_progress=False,
                        log=lambda _: None)
         row = {"candidate": name, "params": result.num_parameters, "tokens_per_s": round(speed[name]),
                "steps": steps, "val_bpb": round(result.val.bpb, 4)}

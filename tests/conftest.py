@@ -9,7 +9,7 @@ import pytest
 
 from glassgpt.config import preset
 from glassgpt.data.corpus import builtin_documents
-from glassgpt.train.pretrain import train
+from glassgpt.train.pretrain import pretrain
 
 
 @pytest.fixture(scope="session")
@@ -28,5 +28,5 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, small_text_dir: Path) -> 
     config = preset("tiny")
     config = dataclasses.replace(config, data=str(small_text_dir),
                                  train=dataclasses.replace(config.train, max_steps=60, dtype="fp32"))
-    train(config, out, cache_dir=None, show_progress=False, log=lambda _: None)
+    pretrain(config, out, cache_dir=None, show_progress=False, log=lambda _: None)
     return out

@@ -119,10 +119,57 @@ def test_trace_keeps_the_training_flag(trained: GPT) -> None:
         trained.eval()
 
 
+def test_trace_uses_the_models_own_queries_keys_and_values(
+    trained: GPT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The q, k, v shown are bit for bit what the model handed to its attention kernel."""
+    seen: list[tuple[torch.Tensor, ...]] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append((q.clone(), k.clone(), v.clone()))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    for model in _models(trained):
+        seen.clear()
+        layers = trace(model, _ids(model)).layers
+        assert len(seen) == len(layers)
+        for layer, (q, k, v) in zip(layers, seen, strict=True):
+            # Keys and values arrive at the kernel already repeated for grouped-query attention.
+            assert torch.equal(layer.queries, q[0])
+            assert torch.equal(layer.keys, k[0])
+            assert torch.equal(layer.values, v[0])
+
+
 def test_a_recomputation_out_of_step_with_the_model_is_refused(
     trained: GPT, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """If model.py's attention changed and inspect did not follow, views fail loudly."""
-    monkeypatch.setattr("glassgpt.explain.look.trace.apply_rope", lambda x, cos, sin: x)  # "forget" RoPE
-    with pytest.raises(RuntimeError, match="no longer matches"):
-        trace(trained, _ids(trained))
+    """If model.py's attention changed and the trace did not follow, views fail loudly."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def other_scale(q, k, v, *args, **kwargs):  # as if the model switched to 1/Dh scaling
+        return sdpa(q, k, v, *args, scale=1.0 / q.size(-1), **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", other_scale)
+        with pytest.raises(RuntimeError, match="no longer matches"):
+            trace(trained, _ids(trained))
+
+
+def test_the_recomputation_check_is_tight(trained: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights off by only 0.01% (rows still summing to one) are refused, not shown.
+
+    (The old tolerance, 1e-3 of the output's scale plus 1e-3, let this through.)
+    """
+    exact = causal_attention_weights
+
+    def slightly_off(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        weights = exact(queries, keys)
+        itself = torch.eye(weights.shape[-1]).expand_as(weights)  # each position reads itself
+        return (1 - 1e-4) * weights + 1e-4 * itself
+
+    monkeypatch.setattr("glassgpt.explain.look.trace.causal_attention_weights", slightly_off)
+    for model in _models(trained):
+        with pytest.raises(RuntimeError, match="no longer matches"):
+            trace(model, _ids(model))

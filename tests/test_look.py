@@ -16,7 +16,7 @@ from glassgpt.config import ModelConfig, RunConfig, TokenizerConfig
 from glassgpt.engine import Engine, next_token_probabilities
 from glassgpt.explain.look import views
 from glassgpt.model import GPT
-from glassgpt.runs import load_run, save_config, save_weights
+from glassgpt.runs import RunFolder, load_run
 from glassgpt.tokenizer import Tokenizer
 
 RIVER = "He sat on the bank of the river"
@@ -42,8 +42,8 @@ def char_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tokenizer=TokenizerConfig("char"),
     )
     torch.manual_seed(0)
-    save_config(out, config)
-    save_weights(out, GPT(config.model), step=0)
+    RunFolder(out).save_config(config)
+    RunFolder(out).save_weights(GPT(config.model).state_dict(), step=0)
     tokenizer.save(out)
     return out
 

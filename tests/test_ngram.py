@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -59,33 +60,189 @@ def test_counts_are_exact_counts_of_every_kgram():
             assert {g: c for g, c in cont.items() if c} == seen_before
 
 
-def test_char_probabilities_sum_to_one_for_every_context(small_split):
-    train, _ = small_split
-    chars = ngram.CharNGrams(train, 5)
+# ----------------------------------------------------------------------------------------------
+# The default maximum orders (char 8, word 4: full 64-bit codes) on real text, against Counter
+# ----------------------------------------------------------------------------------------------
+
+# Not from the built-in corpus, which is nearly all ASCII (one '£' in Austen): a passage with
+# bytes >= 0x80 at every position of a window, so that many 8-byte codes use their top bit.
+UTF8_PASSAGE = "Ærøskøbing: «déjà vu» au café — naïve Straße, Ελληνικά, Русский, 日本語, ½ £5 ©.\n"
+
+
+@pytest.fixture(scope="module")
+def real_text() -> str:
+    """About 250 kB: 60 kB from each built-in work, the 10 kB of Austen around her one '£',
+    and 20 numbered copies of a UTF-8 passage."""
+    docs = builtin_documents()
+    austen = docs[0].text
+    pound = austen.index("£")
+    parts = [d.text[100_000:160_000] for d in docs]
+    parts.append(austen[pound - 5_000 : pound + 5_000])
+    parts.append("".join(f"{i}. {UTF8_PASSAGE}" for i in range(20)))
+    return "\n".join(parts)
+
+
+def windows(symbols: bytes | list[int], k: int) -> Counter:
+    """collections.Counter over every window of k symbols (bytes, or tuples of ids)."""
+    if isinstance(symbols, bytes):
+        return Counter(symbols[i : i + k] for i in range(len(symbols) - k + 1))
+    return Counter(zip(*(symbols[j : len(symbols) - k + 1 + j] for j in range(k)), strict=True))
+
+
+def unpack(code: int, k: int, bits: int) -> bytes | tuple[int, ...]:
+    """A k-gram code, first symbol in the highest bits, back to its symbols (a code that does
+    not fit in k symbols is an OverflowError)."""
+    if bits == 8:
+        return code.to_bytes(k, "big")
+    assert bits == 16
+    return struct.unpack(f">{k}H", code.to_bytes(2 * k, "big"))
+
+
+def assert_counts_equal_a_counter(counts: ngram.NGramCounts, grams: dict[int, Counter]) -> None:
+    """Every k-gram count, k = 1..max_order, is Counter's; so is every continuation count
+    (distinct symbols seen just before a k-gram = distinct (k+1)-grams ending in it)."""
+    for k in range(1, counts.max_order + 1):
+        table = counts.tables[k - 1]
+        keys = [unpack(code, k, counts.bits) for code in table.codes.tolist()]
+        assert dict(zip(keys, table.counts.tolist(), strict=True)) == grams[k], f"order {k}"
+        if k < counts.max_order:
+            before = Counter(g[1:] for g in grams[k + 1])
+            cont = {g: c for g, c in zip(keys, table.cont.tolist(), strict=True) if c}
+            assert cont == before, f"continuation counts of order {k}"
+
+
+def following(grams: Counter) -> dict:
+    """context -> {next symbol: count}, from a Counter of n-grams."""
+    out: dict = {}
+    for gram, count in grams.items():
+        out.setdefault(gram[:-1], {})[gram[-1]] = count
+    return out
+
+
+def assert_distributions(
+    model: ngram.NGramModel, grams: Counter, contexts: list, unseen: list
+) -> None:
+    """Every distribution sums to 1 and gives every symbol some probability. After a seen
+    context h the top (raw-count) level leaves each seen symbol w at least (c(hw) - D) / c(h)
+    and at most that plus the back-off weight D types(h) / c(h), counts from the Counter.
+    The unseen contexts (never followed by anything) must really be unseen."""
+    after = following(grams) if model.n > 1 else {}
+    d = model.counts.tables[model.n - 1].raw_discount
+    for context in contexts + unseen:
+        probs = model.distribution(list(context))
+        assert probs.shape == (model.counts.alphabet,)
+        assert probs.min() > 0, context  # smoothing: nothing is impossible
+        assert abs(probs.sum() - 1.0) < 1e-9, context
+        seen = after.get(context)
+        if context in unseen:
+            assert seen is None, context
+        elif model.n > 1 and len(context) == model.n - 1:
+            assert seen is not None, context
+            total = sum(seen.values())
+            symbols = np.array(list(seen))
+            low = (np.array(list(seen.values())) - d) / total
+            assert np.all(probs[symbols] >= low - 1e-12), context
+            assert np.all(probs[symbols] <= low + d * len(seen) / total + 1e-12), context
+
+
+@pytest.fixture(scope="module")
+def real_chars(real_text: str) -> ngram.CharNGrams:
+    return ngram.CharNGrams([real_text], ngram.CHAR_MAX_N)
+
+
+@pytest.fixture(scope="module")
+def char_grams(real_text: str) -> dict[int, Counter]:
+    data = real_text.encode("utf-8")
+    return {k: windows(data, k) for k in range(1, ngram.CHAR_MAX_N + 1)}
+
+
+@pytest.fixture(scope="module")
+def real_words(real_text: str) -> ngram.WordNGrams:
+    return ngram.WordNGrams([real_text], ngram.WORD_MAX_N)
+
+
+@pytest.fixture(scope="module")
+def word_ids(real_text: str, real_words: ngram.WordNGrams) -> list[int]:
+    """The text's word ids, worked out here: a token seen once is <unk> (id 0)."""
+    tokens = ngram.word_tokens(real_text)
+    freq = Counter(tokens)
+    assert set(real_words.vocab) == {ngram.UNK} | {t for t, c in freq.items() if c >= 2}
+    return [real_words.index[t] if freq[t] >= 2 else 0 for t in tokens]
+
+
+def test_char_counts_at_the_default_order_equal_a_counter(real_chars, char_grams):
+    assert ngram.CHAR_MAX_N == 8 and real_chars.counts.max_order == 8
+    top = real_chars.counts.tables[-1]
+    high = top.codes >= np.uint64(1 << 63)  # 8-grams starting with a byte >= 0x80
+    assert high.sum() > 100 and top.counts[high].sum() > 1000
+    assert_counts_equal_a_counter(real_chars.counts, char_grams)
+
+
+def test_word_counts_at_the_default_order_equal_a_counter(real_words, word_ids):
+    assert ngram.WORD_MAX_N == 4 and real_words.counts.max_order == 4
+    grams = {k: windows(word_ids, k) for k in range(1, 5)}
+    assert_counts_equal_a_counter(real_words.counts, grams)
+    # A real vocabulary is far below 2^15 words, so its codes never reach the top bits: the same
+    # stream with every odd id moved to the top half of the 16-bit range mixes codes with and
+    # without the top bit (as sorted unsigned, not signed).
+    moved = [i + 0x8000 if i % 2 else i for i in word_ids]
+    counts = ngram.NGramCounts(np.array(moved), 4, bits=16, alphabet=1 << 16)
+    top_bit = counts.tables[-1].codes >= np.uint64(1 << 63)
+    assert 0.2 < top_bit.mean() < 0.8
+    grams = {k: windows(moved, k) for k in range(1, 5)}
+    assert_counts_equal_a_counter(counts, grams)
+    model = counts.model(4)
+    contexts = [c for c in list(following(grams[4]))[::500]]
+    assert_distributions(model, grams[4], contexts, [(0xFFFF, 3, 5)])
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_counts_stay_exact_when_real_kgrams_end_in_zeros(bits):
+    # The last k-1 positions of the stream are counted zero-padded and then taken back off; here
+    # those padded windows (5 0 0 0 and 7 5 0 0) are also real 4-grams of the stream.
+    stream = [5, 0, 0, 0, 7, 5, 0, 0, 0, 7, 5, 0, 0, 3, 7, 5]
+    counts = ngram.NGramCounts(np.array(stream), 4, bits=bits, alphabet=1 << bits)
+    symbols = bytes(stream) if bits == 8 else stream
+    assert_counts_equal_a_counter(counts, {k: windows(symbols, k) for k in range(1, 5)})
+
+
+def test_char_distributions_at_every_order_sum_to_one(real_chars, char_grams):
     rng = np.random.default_rng(0)
-    for n in range(1, 6):
-        model = chars.model(n)
-        table = chars.counts.tables[n - 1]
-        contexts = [[int(b) for b in int(c).to_bytes(n - 1, "big")] for c in table.ctx_codes]
-        picks = rng.choice(len(contexts), size=min(150, len(contexts)), replace=False)
-        unseen = [[0x7F, 0x01, 0x7E, 0x02][: n - 1]]  # a context never in the text
-        for context in [contexts[i] for i in picks] + unseen:
-            probs = model.distribution(context)
-            assert probs.shape == (256,)
-            assert probs.min() > 0  # smoothing: nothing is impossible
-            assert abs(probs.sum() - 1.0) < 1e-9
+    for n in range(1, ngram.CHAR_MAX_N + 1):
+        model = real_chars.model(n)
+        if n == 1:  # no context: whatever comes before is ignored
+            assert_distributions(model, char_grams[1], [b""], [])
+            assert np.array_equal(model.distribution(list(b"the")), model.distribution([]))
+            continue
+        seen = list(following(char_grams[n]))
+        contexts = [seen[i] for i in rng.choice(len(seen), size=60, replace=False)]
+        contexts += [c for c in seen if c[0] >= 0x80][:20]  # codes with the top bits set
+        shorter = [c[1:] for c in contexts[:10]]  # fewer than n-1 bytes: the start of a text
+        unseen = [bytes([1]) * (n - 1), b"\x01" + contexts[0][1:]]  # the second backs off
+        assert len([c for c in contexts if c[0] >= 0x80]) >= 10
+        assert_distributions(model, char_grams[n], contexts + shorter, unseen)
+        # a context unseen at every level > 1 backs off to the same lower orders
+        assert np.array_equal(model.distribution(unseen[0]), model.distribution([2] * (n - 1)))
+        if n > 2:  # a seen suffix is used: backing off from it is not backing off to nothing
+            assert not np.array_equal(model.distribution(unseen[0]), model.distribution(unseen[1]))
 
 
-def test_word_probabilities_sum_to_one_for_every_context(small_split):
-    train, _ = small_split
-    words = ngram.WordNGrams(train, 3)
-    for n in range(1, 4):
-        model = words.model(n)
-        table = words.counts.tables[n - 1]
-        for code in table.ctx_codes[:: max(1, len(table.ctx_codes) // 100)]:
-            context = [(int(code) >> (16 * (n - 2 - j))) & 0xFFFF for j in range(n - 1)]
-            probs = model.distribution(context)
-            assert abs(probs.sum() - 1.0) < 1e-9 and probs.min() > 0
+def test_word_distributions_at_every_order_sum_to_one(real_words, word_ids):
+    rng = np.random.default_rng(0)
+    rare = len(real_words.vocab) - 1  # the last word kept: seen twice
+    for n in range(1, ngram.WORD_MAX_N + 1):
+        model = real_words.model(n)
+        grams = windows(word_ids, n)
+        if n == 1:
+            assert_distributions(model, grams, [()], [])
+            continue
+        seen = list(following(grams))
+        contexts = [seen[i] for i in rng.choice(len(seen), size=min(80, len(seen)), replace=False)]
+        contexts += [c for c in seen if 0 in c][:10]  # contexts with <unk> in them
+        shorter = [c[1:] for c in contexts[:10]]
+        # every kept word is followed by something: unseen contexts need two words or more
+        unseen = [(rare,) * (n - 1), (rare, *contexts[0][1:])] if n > 2 else []
+        assert_distributions(model, grams, contexts + shorter, unseen)
 
 
 def test_scoring_uses_the_same_probabilities_as_the_distribution(small_split):

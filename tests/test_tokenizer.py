@@ -1,10 +1,15 @@
+import hashlib
 import json
 import lzma
+import socket
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import regex
+import tiktoken
+import tiktoken.load
+import tiktoken.registry
 import tokenizers
 
 import glassgpt.tokenizer as tokenizer_module
@@ -107,7 +112,7 @@ def _reference_gpt2_encode(text: str) -> list[int]:
 # ---------------------------------------------------------------- tests
 
 
-def test_specials_are_at_the_end(bpe, char):
+def test_new_tokenizers_put_their_specials_at_the_end(bpe, char):
     for tok in (bpe, char):
         first = tok.vocab_size - len(SPECIAL_TOKENS)
         assert tok.special_ids == {s: first + i for i, s in enumerate(SPECIAL_TOKENS)}
@@ -198,7 +203,8 @@ def test_char_level(char):
     assert char.kind == "char" and not char.fast
     ids = char.encode(MIXED)
     assert len(ids) == len(MIXED) and char.decode(ids) == MIXED
-    chars = [char.token_str(i) for i in range(char.vocab_size - len(SPECIAL_TOKENS))]
+    specials = set(char.special_ids.values())
+    chars = [char.token_str(i) for i in range(char.vocab_size) if i not in specials]
     assert chars == sorted(chars) and all(len(c) == 1 for c in chars)
     with pytest.raises(GlassError, match="never saw"):
         char.encode("snowman ☃")
@@ -258,5 +264,191 @@ def test_bad_tokenizer_files(bpe, tmp_path: Path):
         ["hello world"] * 10, tokenizers.trainers.BpeTrainer(vocab_size=300)
     )
     foreign.save(str(tmp_path / "foreign.json"))
-    with pytest.raises(GlassError, match="foreign.json does not have glassgpt's special tokens"):
+    with pytest.raises(GlassError, match=r"foreign.json has no special token <\|bos\|>"):
         Tokenizer.load(tmp_path / "foreign.json")
+
+
+# ---------------------------------------------------------------- special tokens as the file has them
+
+
+def _with_added(tok: Tokenizer, tokens: list[str], special: bool = True) -> tokenizers.Tokenizer:
+    """A copy of `tok`'s Hugging Face tokenizer with `tokens` added after its vocabulary."""
+    hf = tokenizers.Tokenizer.from_str(tok.to_json())
+    if special:
+        hf.add_special_tokens(tokens)
+    else:
+        hf.add_tokens(tokens)
+    return hf
+
+
+def _check_loads_and_round_trips(file: Path, like: Tokenizer) -> Tokenizer:
+    """`file` loads, encodes like `like` and like `tokenizers`, decodes, and saves unchanged."""
+    loaded = Tokenizer.load(file)
+    text = MIXED + " <|bos|> <|tool|> <|endoftext|> " + MIXED
+    ids = loaded.encode(text)
+    assert ids == like.encode(text) == loaded.encode_hf(text)
+    assert loaded.decode(ids) == text
+    special = loaded.encode(text, allow_special=True)
+    assert special == loaded.encode_hf(text, allow_special=True)
+    assert loaded.decode(special) == text
+    again = Tokenizer.load(loaded.save(file.parent / "again.json"))
+    assert again.special_ids == loaded.special_ids and again.kind == loaded.kind
+    assert again.encode(text, allow_special=True) == special
+    assert [again.token_bytes(i) for i in range(again.vocab_size)] == [
+        loaded.token_bytes(i) for i in range(loaded.vocab_size)
+    ]
+    return loaded
+
+
+@pytest.mark.parametrize("name", ["bpe", "char", "gpt2"])
+def test_a_special_token_added_later_still_loads(name, request, tmp_path: Path):
+    """Adding a token to an existing tokenizer.json never makes it (or its runs) unloadable."""
+    tok = request.getfixturevalue(name)
+    file = tmp_path / "tokenizer.json"
+    _with_added(tok, ["<|tool|>"]).save(str(file))
+    loaded = _check_loads_and_round_trips(file, like := tok)
+    assert loaded.kind == like.kind and loaded.fast == like.fast
+    assert loaded.vocab_size == like.vocab_size + 1
+    assert loaded.special_ids == {**like.special_ids, "<|tool|>": like.vocab_size}
+    assert (loaded.bos_id, loaded.eos_id, loaded.pad_id) == (like.bos_id, like.eos_id, like.pad_id)
+    assert loaded.token_bytes(like.vocab_size) == b"<|tool|>"
+    assert loaded.encode("<|tool|>", allow_special=True) == [like.vocab_size]
+    assert like.vocab_size not in loaded.encode("<|tool|>")
+
+
+def test_specials_in_another_order_and_place_load(tmp_path: Path):
+    """A BPE with its specials first (ids 0..), eos before bos and no pad, loads and works."""
+    order = ["<|eos|>", "<|tool|>", "<|bos|>"]
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE())
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=order,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    hf.train_from_iterator([d.text[:100_000] for d in builtin_documents()[:2]], trainer=trainer)
+    file = tmp_path / "tokenizer.json"
+    hf.save(str(file))
+    loaded = Tokenizer.load(file)
+    assert loaded.kind == "bpe" and loaded.fast
+    assert loaded.special_ids == {"<|eos|>": 0, "<|tool|>": 1, "<|bos|>": 2}
+    assert (loaded.bos_id, loaded.eos_id) == (2, 0)
+    assert loaded.pad_id == loaded.eos_id  # no <|pad|>: padding falls back to eos
+    assert loaded.token_bytes(0) == b"<|eos|>" and loaded.token_bytes(3) != b"<|bos|>"
+    _check_loads_and_round_trips(file, loaded)
+
+
+def test_added_tokens_not_marked_special_are_kept(bpe, tmp_path: Path):
+    file = tmp_path / "tokenizer.json"
+    _with_added(bpe, ["glassgpt"], special=False).save(str(file))
+    loaded = Tokenizer.load(file)
+    assert not loaded.fast  # tiktoken cannot cut added tokens out of text; `tokenizers` does
+    assert loaded.special_ids == bpe.special_ids
+    text = "I use glassgpt daily. " + MIXED
+    ids = loaded.encode(text)
+    assert bpe.vocab_size in ids and ids == loaded.encode_hf(text)
+    assert loaded.decode(ids) == text
+
+
+def test_a_tokenizer_without_bos_is_refused_with_the_fix(bpe, tmp_path: Path):
+    config = json.loads(bpe.to_json())
+    for token in config["added_tokens"]:
+        if token["content"] == "<|bos|>":
+            token["special"] = False  # still in the file, but no longer a special token
+    file = tmp_path / "tokenizer.json"
+    file.write_text(json.dumps(config))
+    with pytest.raises(GlassError) as info:
+        Tokenizer.load(file)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "has no special token <|bos|>" in message and "<|eos|>" in message
+    assert "train the tokenizer with glassgpt" in message
+
+
+# ---------------------------------------------------------------- GPT-2 against real tiktoken, offline
+
+# What tiktoken_ext/openai_public.py's gpt2() reads (through tiktoken.load.read_file_cached,
+# which looks in $TIKTOKEN_CACHE_DIR for sha1(url) and checks the sha256 of what it finds).
+TIKTOKEN_GPT2_FILES = {
+    "vocab.bpe.xz": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
+    "encoder.json.xz": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+}
+
+EDGE_CASES = [
+    "",
+    " ",
+    "\n",
+    "line one\r\nline two\r\n",
+    "\r\n\r\n\r\nafter blank CRLF lines\r\n",
+    "lone\rreturn\r",
+    "trailing spaces   ",
+    "trailing spaces then newline   \n",
+    "   leading spaces",
+    "a   b    c\t\td \n \n  \n",
+    "tabs\t\t\n\t",
+    "\u00a0non-breaking\u00a0space and\u2028line separator\u3000ideographic space",
+    "digits 0 12 123 1234 1234567890 3.14159 1,000,000 007 1e-9 -42 ½ ²",
+    "it's I'm we'll they've she'd you're can't won't IT'S I'M ’tis don’t 'quoted'",
+    "emoji 😀🎉👍🏽 👨‍👩‍👧 🏳️‍🌈 ❤️ 🇫🇷",
+    "CJK 日本語のテキスト、中文字符。 한국어 漢字かなカナ",
+    "<|endoftext|> as text, and <|bos|>",
+    "x" * 5000,
+    " " * 1000 + "end",
+    MIXED,
+]
+
+
+@pytest.fixture
+def offline_tiktoken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tiktoken.Encoding:
+    """tiktoken's own "gpt2" encoding, built from the files glassgpt ships, with no network."""
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    for name, (url, sha256) in TIKTOKEN_GPT2_FILES.items():
+        data = lzma.decompress(asset("gpt2", name).read_bytes())
+        assert hashlib.sha256(data).hexdigest() == sha256, (
+            f"the packaged {name} is not the file tiktoken verifies"
+        )
+        (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(data)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+    def no_download(blobpath: str) -> bytes:
+        raise AssertionError(f"tiktoken tried to download {blobpath}: the seeded cache was not used")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the tiktoken comparison tried to open a network connection")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_download)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    # tiktoken keeps built encodings per process: start from none, and drop ours afterwards.
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    encoding = tiktoken.get_encoding("gpt2")
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        hashlib.sha1(url.encode()).hexdigest() for url, _ in TIKTOKEN_GPT2_FILES.values()
+    )  # tiktoken deletes a cached file whose hash does not match
+    return encoding
+
+
+def test_gpt2_equals_real_tiktoken_offline(offline_tiktoken, gpt2, docs):
+    assert offline_tiktoken.n_vocab == gpt2.vocab_size == 50257
+    assert offline_tiktoken.eot_token == gpt2.eos_id
+    for text in EDGE_CASES:
+        assert gpt2.encode(text) == offline_tiktoken.encode_ordinary(text), repr(text[:60])
+    # ~4.8 MB of prose, each document longer than one encoding chunk (so it is cut and
+    # encoded in pieces on threads).
+    total = 0
+    for doc in docs:
+        text = doc.text[:1_200_000]
+        total += len(text.encode("utf-8"))
+        assert gpt2.encode(text) == offline_tiktoken.encode_ordinary(text), doc.name
+    assert total > 4_000_000
+    text = "\r\n".join(EDGE_CASES) + docs[0].text[:50_000].replace("\n", "\r\n")
+    assert gpt2.encode(text) == offline_tiktoken.encode_ordinary(text)
+    assert offline_tiktoken.decode(gpt2.encode(text)) == text

@@ -7,24 +7,27 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from torch.distributed import DistError
+
 from glassgpt import __version__
+from glassgpt.commands import (
+    corpus_cmd,
+    demo_cmd,
+    eval_cmd,
+    export_cmd,
+    generate_cmd,
+    look_cmd,
+    ngram_cmd,
+    nn_cmd,
+    train_cmd,
+)
 from glassgpt.errors import GlassError
 
-# Each module has `register(subparsers)`, which adds its subcommand with `func` set.
-COMMAND_MODULES = [
-    "glassgpt.commands.demo_cmd",
-    "glassgpt.commands.train_cmd",
-    "glassgpt.commands.generate_cmd",
-    "glassgpt.commands.eval_cmd",
-    "glassgpt.commands.export_cmd",
-    "glassgpt.commands.corpus_cmd",
-    "glassgpt.commands.ngram_cmd",
-    "glassgpt.commands.nn_cmd",
-    "glassgpt.commands.look_cmd",
-]
+# Every subcommand, in the order `--help` lists them; each module's `register(subparsers)`
+# adds its subcommand with `func` set.
+COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, corpus_cmd, ngram_cmd, nn_cmd, look_cmd]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glassgpt {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 
@@ -57,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {err.filename}" if err.filename else ""
         print(f"glassgpt: error: {err.strerror or err}{where} (check the path and its permissions)",
               file=sys.stderr)
+        return 1
+    except DistError as err:  # a peer process under torchrun died or hung
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"glassgpt: error: another training process stopped, so this one stops too ({first[:200]}); "
+              "the run keeps its last checkpoint: continue with --resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("glassgpt: interrupted", file=sys.stderr)

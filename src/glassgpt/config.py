@@ -1,8 +1,10 @@
 """Typed, validated configuration: the model's shape, the training recipe, and named presets.
 
 Every config is a frozen dataclass that checks itself on creation, and round-trips through
-plain JSON (each checkpoint carries its config as `config.json`). Presets are just named
-instances; the CLI overrides single fields with `dataclasses.replace`.
+plain JSON (each run folder carries its config as `config.json`, with a `format_version` and
+its lineage: the `stage` that made it and the `parent` run it started from). Presets are just
+named instances. `RunConfig.with_overrides` and `RunConfig.for_resume` are the one home of the
+rules for changing a config (the CLI, scripts and later the server all use them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glassgpt.errors import GlassError
+from glassgpt.tokenizer import GPT2_VOCAB_SIZE
 
 
 def _require(condition: bool, message: str) -> None:
@@ -118,6 +121,15 @@ class TrainConfig:
     seed: int = 1337
     val_fraction: float = 0.05
 
+    def with_budget(self, **changes: Any) -> TrainConfig:
+        """These fields changed; an explicit step count alone means exactly that many steps (no
+        time limit), an explicit time budget alone is the only limit."""
+        if "max_steps" in changes and "time_budget_min" not in changes:
+            changes["time_budget_min"] = 0.0
+        if "time_budget_min" in changes and "max_steps" not in changes:
+            changes["max_steps"] = 10**9
+        return dataclasses.replace(self, **changes)
+
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "save_every"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
@@ -132,21 +144,36 @@ class TrainConfig:
         _require(0 < self.val_fraction < 1, "val_fraction must be between 0 and 1")
 
 
+#: The version of `config.json`'s layout; files without one are version 0 (before lineage).
+FORMAT_VERSION = 1
+#: How a run's weights came to be: trained from scratch on text, chat-tuned, RL-tuned, imported.
+STAGES = ("pretrain", "sft", "rl", "import")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run folder's `config.json` holds: model, tokenizer and training recipe."""
+    """Everything a run folder's `config.json` holds: model, tokenizer, training recipe, lineage."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = "custom"
     data: str | None = None  # None = the built-in corpus
+    stage: str = "pretrain"
+    parent: str | None = None  # the run folder this one started from (None: from scratch)
+
+    def __post_init__(self) -> None:
+        _require(self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        version = raw.get("format_version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise GlassError(f"config.json has format version {version!r}, newer than this glassgpt "
+                             f"reads ({FORMAT_VERSION}): upgrade glassgpt")
         try:
             return cls(
                 model=ModelConfig(**raw["model"]),
@@ -154,9 +181,43 @@ class RunConfig:
                 train=TrainConfig(**raw["train"]),
                 preset=raw.get("preset", "custom"),
                 data=raw.get("data"),
+                stage=raw.get("stage", "pretrain"),
+                parent=raw.get("parent"),
             )
         except (KeyError, TypeError) as err:
             raise GlassError(f"config.json does not describe a glassgpt run ({err})") from None
+
+    def with_overrides(self, *, model: dict[str, Any] | None = None, tokenizer: dict[str, Any] | None = None,
+                       train: dict[str, Any] | None = None, data: str | None = None) -> RunConfig:
+        """This config with some fields changed, keeping the fields that depend on them consistent.
+
+        - a GPT-2 tokenizer has GPT-2's vocabulary size, and the model's vocabulary follows the
+          tokenizer's;
+        - changing the number of heads alone keeps plain multi-head attention (kv heads = heads);
+        - the training budget: see `TrainConfig.with_budget`.
+        """
+        model, tokenizer, train = dict(model or {}), dict(tokenizer or {}), dict(train or {})
+        if tokenizer.get("kind") == "gpt2":
+            tokenizer["vocab_size"] = GPT2_VOCAB_SIZE
+        new_tokenizer = dataclasses.replace(self.tokenizer, **tokenizer)
+        if "n_head" in model and "n_kv_head" not in model:
+            model["n_kv_head"] = model["n_head"]
+        if tokenizer:
+            model.setdefault("vocab_size", new_tokenizer.vocab_size)
+        return dataclasses.replace(
+            self,
+            model=dataclasses.replace(self.model, **model),
+            tokenizer=new_tokenizer,
+            train=self.train.with_budget(**train),
+            data=data if data is not None else self.data,
+        )
+
+    def for_resume(self, *, train: dict[str, Any] | None = None, changes_model: bool = False) -> RunConfig:
+        """The saved config of a run being resumed: the model, tokenizer and data stay as saved,
+        only the recipe (e.g. a longer budget) may change."""
+        if changes_model:
+            raise GlassError("--resume continues the saved model and data: drop the model/tokenizer/--data options")
+        return dataclasses.replace(self, train=self.train.with_budget(**(train or {})))
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -185,9 +246,9 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # GPT-2 small's shape (124M parameters with GPT-2's 50,257-token vocabulary, tied embeddings).
     "gpt2": RunConfig(
-        model=ModelConfig(vocab_size=50257, context_length=1024, n_layer=12, n_head=12, n_kv_head=12,
+        model=ModelConfig(vocab_size=GPT2_VOCAB_SIZE, context_length=1024, n_layer=12, n_head=12, n_kv_head=12,
                           d_model=768, mlp_hidden=2048),
-        tokenizer=TokenizerConfig("gpt2", 50257),
+        tokenizer=TokenizerConfig("gpt2", GPT2_VOCAB_SIZE),
         train=TrainConfig(batch_size=8, grad_accum=8, max_steps=20000, lr=6e-4, warmup_steps=700,
                           eval_every=500, save_every=1000),
         preset="gpt2",

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from glassgpt.atomic import atomic_write_text
 from glassgpt.config import preset
 from glassgpt.engine import Engine, SamplingConfig
-from glassgpt.runs import load_run
-from glassgpt.train.pretrain import Log, TrainResult, train
+from glassgpt.runs import RunFolder
+from glassgpt.runtime import Log
+from glassgpt.train.pretrain import TrainResult, pretrain
 
 PROMPTS = ("It is a truth universally", "To be, or not to be", "In the beginning", "Call me Ishmael.")
 TEMPERATURES = (0.0, 0.8, 1.2)
@@ -40,14 +40,14 @@ class DemoResult:
 def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: torch.device | None,
              show_progress: bool = True, log: Log = print, max_new_tokens: int = 60,
              max_steps: int | None = None) -> DemoResult:
-    config = preset("demo")
-    changes = {"time_budget_min": minutes}
+    changes: dict[str, float] = {"time_budget_min": minutes}
     if max_steps is not None:
         changes["max_steps"] = max_steps
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
-    result = train(config, out_dir, cache_dir=cache_dir, device=device, show_progress=show_progress, log=log)
+    config = dataclasses.replace(preset("demo"), train=dataclasses.replace(preset("demo").train, **changes))
+    result = pretrain(config, out_dir, cache_dir=cache_dir, device=device, show_progress=show_progress, log=log)
 
-    run = load_run(out_dir, device or "cpu")
+    folder = RunFolder(out_dir)
+    run = folder.load(device or "cpu")
     engine = Engine(run.model, run.tokenizer)
     samples = []
     for seed, prompt in enumerate(PROMPTS):
@@ -56,9 +56,7 @@ def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: t
             sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
             text = engine.generate(prompt, sampling).completions[0].text
             samples.append(Sample(prompt, temperature, text))
-    report = out_dir / "report.md"
-    atomic_write_text(report, _report(result, samples))
-    return DemoResult(result, samples, report)
+    return DemoResult(result, samples, folder.write_report(_report(result, samples)))
 
 
 def _report(result: TrainResult, samples: list[Sample]) -> str:

@@ -8,7 +8,8 @@ config (tests/test_model.py copies our weights across and compares logits).
 
 The model never samples: `forward` returns logits (and the loss when targets are given). The
 generation loop lives in `glassgpt.engine`; it passes a `KVCache` so that each new token only
-costs one position of work. Nothing here is for visualisation: `glassgpt.explain.look.trace` uses hooks.
+costs one position of work. Nothing here is for visualisation: `glassgpt.explain.look.trace` uses
+hooks, and rebuilds the attention weights from `Attention.qkv_heads`, the same method `forward` uses.
 
 Shape names: B batch, T time (positions), D d_model, H heads, K kv heads, Dh head size, V vocab.
 """
@@ -101,8 +102,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim, bias=False)
         self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                kv_cache: KVCache | None = None) -> torch.Tensor:
+    def qkv_heads(self, x: torch.Tensor, cos: torch.Tensor,
+                  sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D) -> q (B, H, T, Dh), k (B, K, T, Dh), v (B, K, T, Dh); q and k rotated.
+
+        The one place the model makes its queries, keys and values: `forward` calls it, and so
+        does `glassgpt.explain.look.trace`, so what the look views show is the model's own math.
+        cos and sin are (T, Dh/2) rows of the RoPE tables for these positions.
+        """
         B, T, _ = x.shape
         qk_heads = self.n_head + self.n_kv_head
         qk, v = self.qkv(x).split([qk_heads * self.head_dim, self.n_kv_head * self.head_dim], dim=-1)
@@ -112,6 +119,12 @@ class Attention(nn.Module):
         q = q.transpose(1, 2)  # (B, H, T, Dh)
         k = k.transpose(1, 2)  # (B, K, T, Dh)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv_heads(x, cos, sin)
 
         past = 0
         if kv_cache is not None:

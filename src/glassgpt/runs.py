@@ -1,23 +1,35 @@
-"""Run folders: saving and loading a model, its tokenizer, its config and the trainer's state.
+"""Run folders: every file a run keeps, and every read and write of them, in one class.
 
 A run folder holds
-  config.json                 the RunConfig (model shape, tokenizer, training recipe)
+  config.json                 the RunConfig: model shape, tokenizer, training recipe, and its
+                              lineage (`stage`: pretrain / sft / rl / import; `parent`: the run
+                              it started from) under a `format_version`
   model.safetensors           the weights (what `generate`, `eval` and `look` need)
   tokenizer.json              the tokenizer, in Hugging Face's standard format
   trainer_state.safetensors   optimizer moments, RNG states, step: what `--resume` needs
-  metrics.jsonl, loss_curve.png, report.md    written by training
+  metrics.jsonl               one JSON record per logged step
+  loss_curve.png, report.md   pictures and reports drawn from the above
 
-Every file is written atomically (see `glassgpt.atomic`), so a `kill -9` at any moment leaves
-files that load. The trainer state carries its own copy of the weights, so resuming always
-pairs weights and optimizer moments of the same step even if the process died between two
-renames. Nothing is ever unpickled: tensors are safetensors, the rest is JSON.
+Callers never build these file names: they ask a `RunFolder`. Saving takes plain state dicts
+(a sharded model gathers its weights first, see `glassgpt.runtime.full_state_dict`).
+
+Every file is written atomically (temp file + fsync + rename, `glassgpt.atomic`), so a
+`kill -9` at any moment leaves files that load. The trainer state carries its own copy of the
+weights, so resuming always pairs weights and optimizer moments of the same step even if the
+process died between two renames. `metrics.jsonl` is appended one whole line at a time; a
+line cut short by a kill is skipped when read, and resuming rewrites the file (atomically)
+without the steps the checkpoint does not contain. Nothing is ever unpickled: tensors are
+safetensors, the rest is JSON.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -28,23 +40,6 @@ from glassgpt.config import RunConfig
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
 from glassgpt.tokenizer import Tokenizer
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-STATE_FILE = "trainer_state.safetensors"
-METRICS_FILE = "metrics.jsonl"
-
-
-@dataclass
-class LoadedRun:
-    """A model ready to use, with the tokenizer and config it was trained with."""
-
-    model: GPT
-    tokenizer: Tokenizer
-    config: RunConfig
-    step: int
-    path: Path
 
 
 @dataclass
@@ -58,16 +53,242 @@ class TrainerState:
     data_rng: torch.Tensor | None = None  # the generator that picks training windows
 
 
-def _weights_for_saving(model: GPT) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
-    if model.config.tie_embeddings:
-        state.pop("lm_head.weight")  # the same tensor as embed.weight; safetensors refuses aliases
-    return {name: t.detach().contiguous().cpu() for name, t in state.items()}
+@dataclass
+class SavedTraining:
+    """What `RunFolder.load_trainer_state` returns: weights, optimizer state, and the counters."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    state: TrainerState
 
 
-def _load_weights(model: GPT, weights: dict[str, torch.Tensor], source: Path) -> None:
+@dataclass
+class LoadedRun:
+    """A model ready to use, with the tokenizer and config it was trained with."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    config: RunConfig
+    step: int
+    path: Path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a last line cut short (a kill mid-append) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+class RunFolder:
+    """One run folder on disk (it need not exist yet)."""
+
+    CONFIG = "config.json"
+    WEIGHTS = "model.safetensors"
+    TOKENIZER = "tokenizer.json"
+    TRAINER_STATE = "trainer_state.safetensors"
+    METRICS = "metrics.jsonl"
+    LOSS_CURVE = "loss_curve.png"
+    REPORT = "report.md"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config_path(self) -> Path:
+        return self.file(self.CONFIG)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.file(self.WEIGHTS)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.file(self.TOKENIZER)
+
+    @property
+    def trainer_state_path(self) -> Path:
+        return self.file(self.TRAINER_STATE)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.file(self.METRICS)
+
+    @property
+    def loss_curve_path(self) -> Path:
+        return self.file(self.LOSS_CURVE)
+
+    @property
+    def report_path(self) -> Path:
+        return self.file(self.REPORT)
+
+    def is_run(self) -> bool:
+        """Does this folder hold a run (its config)?"""
+        return self.config_path.is_file()
+
+    def has_trainer_state(self) -> bool:
+        return self.trainer_state_path.is_file()
+
+    def has_weights(self) -> bool:
+        return self.weights_path.is_file()
+
+    def prepare(self) -> None:
+        """Make the folder and remove half-written temp files left by a killed process."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ config and tokenizer
+
+    def save_config(self, config: RunConfig) -> None:
+        atomic_write_text(self.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def load_config(self) -> RunConfig:
+        if not self.path.is_dir():
+            raise GlassError(f"no such run folder: {self.path} (train one with `glassgpt train --out {self.path}`)")
+        if not self.is_run():
+            raise GlassError(
+                f"{self.path} is not a glassgpt run folder (no {self.CONFIG}): "
+                f"train one with `glassgpt train --out {self.path}`"
+            )
+        try:
+            raw = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise GlassError(f"{self.config_path} is corrupted ({err}): restore it or train again") from None
+        if not isinstance(raw, dict):
+            raise GlassError(f"{self.config_path} is not a glassgpt config: restore it or train again")
+        return RunConfig.from_dict(raw)
+
+    def save_tokenizer(self, tokenizer: Tokenizer) -> None:
+        tokenizer.save(self.tokenizer_path)
+
+    def load_tokenizer(self) -> Tokenizer:
+        if not self.tokenizer_path.is_file():
+            raise GlassError(f"{self.tokenizer_path} is missing: the run folder is incomplete (train again)")
+        return Tokenizer.load(self.tokenizer_path)
+
+    # ------------------------------------------------------------------ weights
+
+    def save_weights(self, weights: Mapping[str, torch.Tensor], step: int) -> None:
+        tensors = _storable(weights)
+        atomic_write(self.weights_path, lambda tmp: save_file(tensors, tmp, metadata={"step": str(step)}))
+
+    def load_weights(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The saved weights and the step they are from."""
+        weights = _read_safetensors(self.weights_path)
+        return weights, int(_metadata(self.weights_path).get("step", 0))
+
+    def load(self, device: str | torch.device = "cpu") -> LoadedRun:
+        """The model (in eval mode), tokenizer and config, with clear errors for broken folders."""
+        config = self.load_config()
+        tokenizer = self.load_tokenizer()
+        if tokenizer.vocab_size != config.model.vocab_size:
+            raise GlassError(
+                f"{self.tokenizer_path} has {tokenizer.vocab_size} tokens but the model expects "
+                f"{config.model.vocab_size}: the files come from different runs"
+            )
+        weights, step = self.load_weights()
+        model = GPT(config.model)
+        load_weights_into(model, weights, self.weights_path)
+        return LoadedRun(model.to(device).eval(), tokenizer, config, step, self.path)
+
+    # ------------------------------------------------------------------ trainer state
+
+    def save_trainer_state(self, weights: Mapping[str, torch.Tensor], optimizer_state: Mapping[str, Any],
+                           state: TrainerState) -> None:
+        """Weights + optimizer moments + RNG states in one safetensors file; scalars as JSON metadata."""
+        tensors = {f"model.{k}": v for k, v in _storable(weights).items()}
+        for key, slots in optimizer_state["state"].items():
+            for slot, value in slots.items():
+                # "/" separates the parts: parameter keys may be FQNs with dots (sharded models).
+                tensors[f"optim/{key}/{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        if state.torch_rng is not None:
+            tensors["rng.torch"] = state.torch_rng
+        if state.data_rng is not None:
+            tensors["rng.data"] = state.data_rng
+        meta = {
+            "step": state.step,
+            "tokens_seen": state.tokens_seen,
+            "elapsed_s": state.elapsed_s,
+            "param_groups": optimizer_state["param_groups"],
+            "optimizer_keys": [[type(k).__name__, str(k)] for k in optimizer_state["state"]],
+        }
+        atomic_write(self.trainer_state_path,
+                     lambda tmp: save_file(tensors, tmp, metadata={"json": json.dumps(meta)}))
+
+    def load_trainer_state(self) -> SavedTraining:
+        path = self.trainer_state_path
+        tensors = _read_safetensors(path)
+        try:
+            meta = json.loads(_metadata(path)["json"])
+            keys = {text: (int(text) if kind == "int" else text) for kind, text in meta["optimizer_keys"]}
+            slots: dict[Any, dict[str, torch.Tensor]] = {key: {} for key in keys.values()}
+            for name, value in tensors.items():
+                if name.startswith("optim/"):
+                    _, key, slot = name.split("/", 2)
+                    slots[keys[key]][slot] = value
+            state = TrainerState(
+                step=int(meta["step"]),
+                tokens_seen=int(meta["tokens_seen"]),
+                elapsed_s=float(meta["elapsed_s"]),
+                torch_rng=tensors.get("rng.torch"),
+                data_rng=tensors.get("rng.data"),
+            )
+            optimizer_state = {"state": slots, "param_groups": meta["param_groups"]}
+        except (KeyError, ValueError, TypeError) as err:
+            raise GlassError(f"{path} is corrupted ({err}): restore it or train again without --resume") from None
+        weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        return SavedTraining(weights, optimizer_state, state)
+
+    # ------------------------------------------------------------------ metrics and reports
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        """One whole line per call, flushed to disk (a kill can cut at most this line short)."""
+        line = json.dumps(record) + "\n"
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def keep_metrics_until(self, step: int) -> None:
+        """On resume: drop records of steps the checkpoint does not contain (atomic rewrite)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def clear_metrics(self) -> None:
+        self.metrics_path.unlink(missing_ok=True)
+
+    def write_report(self, text: str) -> Path:
+        atomic_write_text(self.report_path, text)
+        return self.report_path
+
+
+def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedRun:
+    """The model (eval mode), tokenizer and config of the run folder at `path`."""
+    return RunFolder(path).load(device)
+
+
+def load_weights_into(model: GPT, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Copy saved weights into `model`, naming the file when they do not fit its config."""
     try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing, unexpected = model.load_state_dict(dict(weights), strict=False)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1].strip()
         raise GlassError(f"{source} does not match its config.json ({first}): was it copied from another run?") from None
@@ -77,6 +298,17 @@ def _load_weights(model: GPT, weights: dict[str, torch.Tensor], source: Path) ->
         raise GlassError(
             f"{source} does not match its config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+
+
+def _storable(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors; a tied output layer is dropped (safetensors refuses aliases)."""
+    tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
+    head, embed = tensors.get("lm_head.weight"), tensors.get("embed.weight")
+    # Tied weights arrive as one tensor, or (gathered from shards) as two equal copies.
+    if head is not None and embed is not None and (
+            head.data_ptr() == embed.data_ptr() or (head.shape == embed.shape and torch.equal(head, embed))):
+        tensors.pop("lm_head.weight")
+    return tensors
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -91,100 +323,3 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _metadata(path: Path) -> dict[str, str]:
     with safe_open(path, framework="pt") as f:
         return f.metadata() or {}
-
-
-def save_config(run_dir: Path, config: RunConfig) -> None:
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-
-
-def load_config(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_FILE
-    if not run_dir.is_dir():
-        raise GlassError(f"no such run folder: {run_dir} (train one with `glassgpt train --out {run_dir}`)")
-    if not path.is_file():
-        raise GlassError(
-            f"{run_dir} is not a glassgpt run folder (no {CONFIG_FILE}): "
-            f"train one with `glassgpt train --out {run_dir}`"
-        )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GlassError(f"{path} is corrupted ({err}): restore it or train again") from None
-    if not isinstance(raw, dict):
-        raise GlassError(f"{path} is not a glassgpt config: restore it or train again")
-    return RunConfig.from_dict(raw)
-
-
-def save_weights(run_dir: Path, model: GPT, step: int) -> None:
-    weights = _weights_for_saving(model)
-    atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(weights, tmp, metadata={"step": str(step)}))
-
-
-def save_trainer_state(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer, state: TrainerState) -> None:
-    """Optimizer moments + weights + RNG states in one safetensors file; scalars in its metadata."""
-    tensors = {f"model.{k}": v for k, v in _weights_for_saving(model).items()}
-    opt_state = optimizer.state_dict()
-    for index, slots in opt_state["state"].items():
-        for key, value in slots.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    if state.torch_rng is not None:
-        tensors["rng.torch"] = state.torch_rng
-    if state.data_rng is not None:
-        tensors["rng.data"] = state.data_rng
-    meta = {
-        "step": state.step,
-        "tokens_seen": state.tokens_seen,
-        "elapsed_s": state.elapsed_s,
-        "param_groups": opt_state["param_groups"],
-    }
-    atomic_write(run_dir / STATE_FILE, lambda tmp: save_file(tensors, tmp, metadata={"json": json.dumps(meta)}))
-
-
-def load_trainer_state(run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer) -> TrainerState:
-    """Restore weights and optimizer from the trainer state; return the step and RNG states."""
-    path = run_dir / STATE_FILE
-    tensors = _read_safetensors(path)
-    try:
-        meta = json.loads(_metadata(path)["json"])
-    except (KeyError, ValueError) as err:
-        raise GlassError(f"{path} is corrupted ({err}): restore it or train again without --resume") from None
-
-    _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            slots.setdefault(int(index), {})[key] = value
-    try:
-        optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise GlassError(f"{path} does not match this model's optimizer ({err}): train again without --resume") from None
-    return TrainerState(
-        step=int(meta["step"]),
-        tokens_seen=int(meta["tokens_seen"]),
-        elapsed_s=float(meta["elapsed_s"]),
-        torch_rng=tensors.get("rng.torch"),
-        data_rng=tensors.get("rng.data"),
-    )
-
-
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load the model (eval mode), tokenizer and config of a run folder, with clear errors."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    if not tokenizer_path.is_file():
-        raise GlassError(f"{tokenizer_path} is missing: the run folder is incomplete (train again)")
-    tokenizer = Tokenizer.load(tokenizer_path)
-    if tokenizer.vocab_size != config.model.vocab_size:
-        raise GlassError(
-            f"{tokenizer_path} has {tokenizer.vocab_size} tokens but the model expects "
-            f"{config.model.vocab_size}: the files come from different runs"
-        )
-    weights_path = run_dir / WEIGHTS_FILE
-    weights = _read_safetensors(weights_path)
-    model = GPT(config.model)
-    _load_weights(model, weights, weights_path)
-    step = int(_metadata(weights_path).get("step", 0))
-    return LoadedRun(model.to(device).eval(), tokenizer, config, step, run_dir)

@@ -8,8 +8,15 @@ Owns three kinds, all behind one `Tokenizer` class:
 * ``"gpt2"`` - GPT-2's own tokenizer, built offline from the files shipped in
   ``glassgpt/assets/gpt2`` (ids equal ``tiktoken.get_encoding("gpt2")``'s).
 
-Special tokens (``SPECIAL_TOKENS``) sit at the *end* of the vocabulary of "bpe" and
-"char". GPT-2 has only ``<|endoftext|>`` (50256), which serves as bos, eos and pad.
+Special tokens are read from the file: the ``added_tokens`` of ``tokenizer.json`` marked
+``"special": true``, whatever their ids and order, so a file with a token added later (or
+specials moved) still loads. Only what glassgpt uses is required: ``<|bos|>`` and
+``<|eos|>`` for "bpe" and "char" (pad is ``<|pad|>`` if present, else eos);
+``<|endoftext|>`` for "gpt2", which has that one special (50256) serving as bos, eos and
+pad. A byte-level BPE file whose specials include ``<|endoftext|>`` but no ``<|bos|>``
+loads as "gpt2". New tokenizers are trained with ``SPECIAL_TOKENS`` appended after the
+learned vocabulary. Added tokens *not* marked special are kept too (their text is their
+bytes), but they switch off the tiktoken fast path, which cannot match them in text.
 
 Encoding semantics: ``encode(text)`` treats special-token text such as ``"<|bos|>"`` in
 the input as ordinary characters (tiktoken's ``encode_ordinary``), so user text can never
@@ -147,8 +154,8 @@ class Tokenizer:
     """A tokenizer of one kind ("bpe", "char", "gpt2"); build with the class methods.
 
     Attributes: `kind`, `vocab_size` (all ids, specials included), `special_ids`
-    (special token text -> id; only those that exist), `bos_id`, `eos_id`, `pad_id`,
-    and `fast` (True when byte-level BPE encoding runs on tiktoken).
+    (special token text -> id, every token the file marks special, in id order), `bos_id`,
+    `eos_id`, `pad_id`, and `fast` (True when byte-level BPE encoding runs on tiktoken).
     """
 
     def __init__(self, hf: HFTokenizer, kind: str, source: str = "the tokenizer") -> None:
@@ -159,15 +166,24 @@ class Tokenizer:
         self._hf = hf
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
         config = json.loads(hf.to_str())
-        self.special_ids = self._find_specials(source)
+        added = hf.get_added_tokens_decoder()  # id -> AddedToken, specials and others
+        # Special token text -> id, as the file has them (in id order, wherever they are).
+        self.special_ids: dict[str, int] = {
+            t.content: i for i, t in sorted(added.items()) if t.special
+        }
+        self._other_added = {t.content for t in added.values() if not t.special}
         if kind == "gpt2":
-            self.bos_id = self.eos_id = self.pad_id = self.special_ids[GPT2_EOT]
+            eot = self._require_special(GPT2_EOT, source, "use Tokenizer.gpt2()")
+            self.bos_id = self.eos_id = self.pad_id = eot
         else:
-            self.bos_id = self.special_ids["<|bos|>"]
-            self.eos_id = self.special_ids["<|eos|>"]
-            self.pad_id = self.special_ids["<|pad|>"]
+            self.bos_id = self._require_special("<|bos|>", source)
+            self.eos_id = self._require_special("<|eos|>", source)
+            # Padding positions are masked out of the loss, so any id does; eos is the usual stand-in.
+            self.pad_id = self.special_ids.get("<|pad|>", self.eos_id)
         self._id_bytes = self._build_byte_table(source)
-        self._special_re = re.compile("|".join(re.escape(s) for s in self.special_ids))
+        # Longest first, so that a special whose text starts with another's wins.
+        by_length = sorted(self.special_ids, key=len, reverse=True)
+        self._special_re = re.compile("|".join(re.escape(s) for s in by_length))
         self._char_ids: dict[str, int] | None = None
         self._fast: tiktoken.Encoding | None = None
         if kind == "char":
@@ -264,12 +280,9 @@ class Tokenizer:
         if model_type == "WordLevel":
             kind = "char"
         elif model_type == "BPE":
-            vocab = hf.get_vocab(with_added_tokens=True)
-            is_gpt2 = (
-                GPT2_EOT in vocab
-                and "<|bos|>" not in vocab
-                and hf.get_vocab_size(with_added_tokens=True) == GPT2_VOCAB_SIZE
-            )
+            specials = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
+            # GPT-2's convention (one <|endoftext|> for bos, eos and pad), even with tokens added.
+            is_gpt2 = GPT2_EOT in specials and "<|bos|>" not in specials
             kind = "gpt2" if is_gpt2 else "bpe"
         else:
             raise GlassError(
@@ -408,29 +421,28 @@ class Tokenizer:
 
     # ----------------------------------------------------------------- internals
 
-    def _find_specials(self, source: str) -> dict[str, int]:
-        if self.kind == "gpt2":
-            eot = self._hf.token_to_id(GPT2_EOT)
-            if eot is None:
-                raise GlassError(f"{source} has no {GPT2_EOT} token: use Tokenizer.gpt2()")
-            return {GPT2_EOT: eot}
-        first = self.vocab_size - len(SPECIAL_TOKENS)
-        found = {s: self._hf.token_to_id(s) for s in SPECIAL_TOKENS}
-        if any(found[s] != first + i for i, s in enumerate(SPECIAL_TOKENS)):
-            raise GlassError(
-                f"{source} does not have glassgpt's special tokens at the end of its vocabulary "
-                "(<|bos|>, <|eos|>, ...): train the tokenizer with glassgpt"
-            )
-        return found  # type: ignore[return-value]
+    def _require_special(self, token: str, source: str, fix: str | None = None) -> int:
+        """The id of special token `token`, or a GlassError naming what the file has instead."""
+        if token in self.special_ids:
+            return self.special_ids[token]
+        have = ", ".join(self.special_ids) or "none"
+        fix = fix or (
+            f'train the tokenizer with glassgpt, or add {token} to the file\'s "added_tokens" '
+            'with "special": true'
+        )
+        raise GlassError(
+            f"{source} has no special token {token} (its special tokens: {have}): {fix}"
+        )
 
     def _build_byte_table(self, source: str) -> list[bytes]:
         """Raw bytes of every id; checks the ids are exactly 0..vocab_size-1."""
         table: list[bytes | None] = [None] * self.vocab_size
-        specials = set(self.special_ids)
+        # Added tokens (special or not) are stored as plain text, not in the byte alphabet.
+        plain_text = set(self.special_ids) | self._other_added
         for token, token_id in self._hf.get_vocab(with_added_tokens=True).items():
             if not 0 <= token_id < self.vocab_size:
                 raise GlassError(f"{source} has a token id {token_id} past its vocab size")
-            if token in specials or self.kind == "char":
+            if token in plain_text or self.kind == "char":
                 table[token_id] = token.encode("utf-8")
                 continue
             try:
@@ -455,7 +467,8 @@ class Tokenizer:
         model = config.get("model") or {}
         pre = config.get("pre_tokenizer") or {}
         if (
-            config.get("normalizer") is not None
+            self._other_added  # `tokenizers` cuts these out of any text; tiktoken cannot
+            or config.get("normalizer") is not None
             or pre.get("type") != "ByteLevel"
             or pre.get("add_prefix_space")
             or not pre.get("use_regex", True)

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from glassgpt.errors import GlassError
+from glassgpt.runs import RunFolder
+from glassgpt.runtime import Distributed, resolve_device
 
 DEFAULT_RUN = Path("runs/demo")
 
@@ -22,7 +24,7 @@ def model_path(args: argparse.Namespace) -> Path:
     """The --model folder, or the demo's with a clear hint when it does not exist yet."""
     if args.model is not None:
         return args.model
-    if not (DEFAULT_RUN / "config.json").is_file():
+    if not RunFolder(DEFAULT_RUN).is_run():
         raise GlassError(f"no --model given and no demo model at {DEFAULT_RUN}: run `glassgpt demo` first "
                          "or pass --model RUN")
     return DEFAULT_RUN
@@ -40,15 +42,12 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def device(args: argparse.Namespace) -> torch.device:
-    if args.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError:
-        raise GlassError(f"unknown device {args.device!r}: use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GlassError("--device cuda asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
-    return dev
+    return resolve_device(args.device)
+
+
+def distributed_from_env() -> Distributed:
+    """This process's place among those torchrun started (one process when not under torchrun)."""
+    return Distributed.from_env(os.environ)
 
 
 def positive_float(text: str) -> float:

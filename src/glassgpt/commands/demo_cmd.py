@@ -15,6 +15,7 @@ from glassgpt.commands.common import (
 )
 from glassgpt.demo import run_demo
 from glassgpt.errors import GlassError
+from glassgpt.runs import RunFolder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.out / "config.json").exists():
+    if RunFolder(args.out).is_run():
         if not args.overwrite:
             raise GlassError(f"{args.out} already holds a run: pass --overwrite to replace it, or --out DIR")
         shutil.rmtree(args.out)
@@ -48,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     val = result.train.val
     if val is not None:
         print(f"\nfinal validation: {val.bpb:.3f} bits per byte (loss {val.loss:.3f})")
-    print(f"report: {result.report_path}   loss curve: {args.out / 'loss_curve.png'}")
+    print(f"report: {result.report_path}   loss curve: {RunFolder(args.out).loss_curve_path}")
     print(f"next: glassgpt generate --model {args.out} \"It is a truth universally\" --temperature 0.8")
     return 0

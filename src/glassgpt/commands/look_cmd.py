@@ -288,17 +288,17 @@ def run_tokens(args: argparse.Namespace) -> int:
     from glassgpt.explain.look import draw
     from glassgpt.explain.look.text import render_tokens
     from glassgpt.explain.look.views import tokens_view
-    from glassgpt.runs import TOKENIZER_FILE, load_config
-    from glassgpt.tokenizer import Tokenizer
+    from glassgpt.runs import RunFolder
 
     if not args.text:
         raise GlassError("the text is empty: give some text to split into tokens")
     path = model_path(args)
-    load_config(path)  # clear errors for a missing or wrong folder
-    ours = Tokenizer.load(path / TOKENIZER_FILE)
+    run = RunFolder(path)
+    run.load_config()  # clear errors for a missing or wrong folder
+    ours = run.load_tokenizer()
     view = tokens_view(args.text, [("ours", ours), ("GPT-2", _gpt2())])
     return _emit(
-        args, f"tokenizer: {path / TOKENIZER_FILE}", view, render_tokens(view), draw.draw_tokens
+        args, f"tokenizer: {run.tokenizer_path}", view, render_tokens(view), draw.draw_tokens
     )
 
 

@@ -82,9 +82,9 @@ def _print_rows(rows: list) -> None:
 def run(args: argparse.Namespace) -> int:
     _validate(args)
     if args.model:
-        from glassgpt.runs import load_config
+        from glassgpt.runs import RunFolder
 
-        load_config(args.model)  # a wrong --model fails now, not after all the counting
+        RunFolder(args.model).load_config()  # a wrong --model fails now, not after all the counting
     from glassgpt.data.corpus import load_documents, split_documents
     from glassgpt.explain import ngram
     from glassgpt.explain.ngram_draw import plot_letters, plot_ngram_comparison, plot_pairs

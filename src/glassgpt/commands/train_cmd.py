@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from glassgpt.commands.common import (
     add_device_option,
     cache_dir,
-    device,
+    distributed_from_env,
     positive_float,
     positive_int,
 )
 from glassgpt.config import PRESETS, RunConfig, preset
 from glassgpt.errors import GlassError
-from glassgpt.runs import load_config
-from glassgpt.train.pretrain import train
+from glassgpt.runs import RunFolder
+from glassgpt.runtime import destroy_process_group, init_process_group, resolve_device
+from glassgpt.train.pretrain import pretrain
 
 # CLI flag -> (config section, field). Flags default to None so only explicit ones override.
 MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_head",
                "kv_heads": "n_kv_head", "d_model": "d_model"}
 TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
-               "eval_every": "eval_every", "save_every": "save_every", "dtype": "dtype",
+               "eval_every": "eval_every", "log_every": "log_every", "save_every": "save_every", "dtype": "dtype",
                "compile": "compile", "seed": "seed"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train a GPT on text (default: the built-in corpus)",
-        description="Train a GPT from scratch, or continue one with --resume. Presets: "
+        description="Train a GPT from scratch, or continue one with --resume. Several processes: "
+                    "torchrun --nproc_per_node N -m glassgpt train ... (see README). Presets: "
                     + ", ".join(f"{k} ({v.model.num_parameters() / 1e6:.1f}M params)" for k, v in PRESETS.items()),
     )
     p.add_argument("--data", help="text file, folder of .txt files, or glob (default: built-in corpus)")
@@ -54,12 +55,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--grad-accum", type=positive_int, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=positive_float, help="peak learning rate")
     g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--eval-every", type=positive_int, metavar="N")
+    g.add_argument("--eval-every", type=positive_int, metavar="N", help="validate every N steps (and at the end)")
+    g.add_argument("--log-every", type=positive_int, metavar="N", help="record train loss and speed every N steps")
     g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")
     g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="auto = bf16 where measured faster")
     g.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile (auto = on GPUs only)")
     g.add_argument("--seed", type=int)
     add_device_option(p)
+    p.add_argument("--fsdp", action="store_true",
+                   help="with torchrun on GPUs: shard weights and optimizer state across processes (FSDP2) "
+                        "instead of copying them (DDP)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=run)
 
@@ -75,26 +80,11 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         model_changes["tie_embeddings"] = False
     tokenizer_changes = {k: v for k, v in (("kind", args.tokenizer), ("vocab_size", args.vocab_size)) if v is not None}
     train_changes = _explicit(args, TRAIN_FLAGS)
-    # An explicit step count alone means exactly that many steps; an explicit budget alone is the limit.
-    if "max_steps" in train_changes and "time_budget_min" not in train_changes:
-        train_changes["time_budget_min"] = 0.0
-    if "time_budget_min" in train_changes and "max_steps" not in train_changes:
-        train_changes["max_steps"] = 10**9
-
     if args.resume:
-        if model_changes or tokenizer_changes or args.data:
-            raise GlassError("--resume continues the saved model and data: drop the model/tokenizer/--data options")
-        base = load_config(args.out)
-        return dataclasses.replace(base, train=dataclasses.replace(base.train, **train_changes))
-    base = preset(args.preset)
-    if tokenizer_changes.get("kind") == "gpt2":
-        tokenizer_changes["vocab_size"] = 50257
-    tokenizer = dataclasses.replace(base.tokenizer, **tokenizer_changes)
-    model = dataclasses.replace(base.model, vocab_size=tokenizer.vocab_size, **model_changes)
-    if "n_head" in model_changes and "n_kv_head" not in model_changes:
-        model = dataclasses.replace(model, n_kv_head=model.n_head)
-    return RunConfig(model=model, tokenizer=tokenizer, train=dataclasses.replace(base.train, **train_changes),
-                     preset=base.preset, data=args.data)
+        changes_model = bool(model_changes or tokenizer_changes or args.data)
+        return RunFolder(args.out).load_config().for_resume(train=train_changes, changes_model=changes_model)
+    return preset(args.preset).with_overrides(model=model_changes, tokenizer=tokenizer_changes,
+                                              train=train_changes, data=args.data)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,9 +92,16 @@ def run(args: argparse.Namespace) -> int:
         raise GlassError("--resume needs --out RUN: the run folder to continue")
     args.out = args.out or Path("runs") / args.preset
     config = build_config(args)
-    result = train(config, args.out, resume=args.resume, cache_dir=cache_dir(), device=device(args),
-                   show_progress=not args.no_progress)
-    if result.val is not None:
-        print(f"final validation: loss {result.val.loss:.4f}, {result.val.bpb:.4f} bits per byte")
-    print(f"try it: glassgpt generate --model {args.out} \"Once upon a time\"")
+    distributed = distributed_from_env()
+    device = resolve_device(args.device, distributed)
+    init_process_group(distributed, device)
+    try:
+        result = pretrain(config, args.out, resume=args.resume, cache_dir=cache_dir(), device=device,
+                          distributed=distributed, fsdp=args.fsdp, show_progress=not args.no_progress)
+    finally:
+        destroy_process_group()
+    if distributed.is_main:
+        if result.val is not None:
+            print(f"final validation: loss {result.val.loss:.4f}, {result.val.bpb:.4f} bits per byte")
+        print(f"try it: glassgpt generate --model {args.out} \"Once upon a time\"")
     return 0

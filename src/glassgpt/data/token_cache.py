@@ -1,9 +1,17 @@
 """The token cache: documents encoded once into one flat array of ids, kept on disk.
 
-`encode_documents` turns documents into ``[bos] + ids(doc1) + [bos] + ids(doc2) ...``
-(a bos id marks where each document starts) and, given a cache folder, stores the array
-as ``<key>.bin`` (raw ids) plus ``<key>.json`` (dtype, length, byte count), where the key
-is a sha256 of the tokenizer file and every document's name and text. A later call with
+`encode_documents` turns documents into ``[bos] + ids(doc1) + [eos] + [bos] + ids(doc2)
++ [eos] ...``: bos marks where each document starts (generation starts from it too) and
+eos where it ends, so a model learns to stop. When bos and eos are one token (GPT-2's
+``<|endoftext|>``) a single one stands between documents, as in GPT-2's own training data:
+``[eot] + ids(doc1) + [eot] + ids(doc2) + [eot]``; every document is still preceded and
+followed by it, and there is never a doubled separator. Empty documents are left out (there
+is nothing in them to learn, and with one shared separator they would double it). Special
+tokens stand for no text, so `num_bytes` is the UTF-8 size of the documents alone.
+
+Given a cache folder, `encode_documents` stores the array as ``<key>.bin`` (raw ids) plus
+``<key>.json`` (dtype, length, byte count), where the key is a sha256 of `CACHE_FORMAT`, the
+tokenizer file and every document's name and text. A later call with
 the same inputs maps the file with `np.memmap` instead of tokenizing again. Files are
 written atomically (temporary file, fsync, rename), so an interrupted run never leaves a
 half-written cache entry that looks valid.
@@ -13,12 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from glassgpt.atomic import atomic_write, atomic_write_text
@@ -26,7 +32,8 @@ from glassgpt.data.corpus import Document
 from glassgpt.errors import GlassError
 from glassgpt.tokenizer import Tokenizer, split_for_encoding
 
-CACHE_FORMAT = "glassgpt-tokens-v1"
+# v2: documents end with eos (v1 had only bos); older entries get a new key, so are rebuilt.
+CACHE_FORMAT = "glassgpt-tokens-v2"
 # Pieces handed to the tokenizer per batch (each about a million characters at most), so
 # the progress bar moves and the threads stay busy.
 _PIECES_PER_BATCH = 8
@@ -37,7 +44,8 @@ class TokenArray:
     """Token ids of some documents, with what is needed for bits-per-byte.
 
     `ids` is 1-D (a read-only `np.memmap` when it came from the cache), `num_bytes` is
-    the UTF-8 size of the encoded text, `num_docs` the number of documents (and bos ids).
+    the UTF-8 size of the encoded text (special tokens count 0 bytes), `num_docs` the number
+    of documents in the stream (the non-empty ones).
     """
 
     ids: np.ndarray
@@ -75,7 +83,11 @@ def encode_documents(
     cache_dir: Path | None = None,
     show_progress: bool = False,
 ) -> TokenArray:
-    """Encode `docs` as ``[bos] + ids(doc)`` each, concatenated; cached in `cache_dir` if given."""
+    """Encode `docs` as ``[bos] + ids(doc) + [eos]`` each, concatenated; cached in `cache_dir`.
+
+    With one token for bos and eos (GPT-2), a single one separates documents (module docstring).
+    No caching when `cache_dir` is None.
+    """
     if cache_dir is None:
         return _encode(tokenizer, docs, show_progress)
     cache_dir = Path(cache_dir).expanduser()
@@ -109,10 +121,17 @@ def encode_documents(
 def _encode(tokenizer: Tokenizer, docs: list[Document], show_progress: bool) -> TokenArray:
     dtype = token_dtype(tokenizer.vocab_size)
     bos = np.array([tokenizer.bos_id], dtype=dtype)
-    # (document index, piece) for every piece of every document, in order.
-    pieces = [(i, piece) for i, doc in enumerate(docs) for piece in split_for_encoding(doc.text)]
-    num_bytes = sum(len(doc.text.encode("utf-8")) for doc in docs)
-    parts: list[np.ndarray] = []
+    eos = np.array([tokenizer.eos_id], dtype=dtype)
+    # GPT-2: the eos closing one document also opens the next, so only the first gets a bos.
+    shared = tokenizer.bos_id == tokenizer.eos_id
+    texts = [doc.text for doc in docs if doc.text]
+    # (document index, piece, is it the document's last piece) for every piece, in order.
+    pieces: list[tuple[int, str, bool]] = []
+    for index, text in enumerate(texts):
+        split = split_for_encoding(text)
+        pieces += [(index, piece, n == len(split) - 1) for n, piece in enumerate(split)]
+    num_bytes = sum(len(text.encode("utf-8")) for text in texts)
+    parts: list[np.ndarray] = [bos] if shared and texts else []
     started: set[int] = set()
     with tqdm(
         total=num_bytes,
@@ -123,15 +142,18 @@ def _encode(tokenizer: Tokenizer, docs: list[Document], show_progress: bool) -> 
     ) as bar:
         for at in range(0, len(pieces), _PIECES_PER_BATCH):
             batch = pieces[at : at + _PIECES_PER_BATCH]
-            encoded = tokenizer.encode_many([piece for _, piece in batch])
-            for (doc_index, piece), ids in zip(batch, encoded, strict=True):
-                if doc_index not in started:
-                    started.add(doc_index)
-                    parts.append(bos)
+            encoded = tokenizer.encode_many([piece for _, piece, _ in batch])
+            for (index, piece, last), ids in zip(batch, encoded, strict=True):
+                if index not in started:
+                    started.add(index)
+                    if not shared:
+                        parts.append(bos)
                 parts.append(np.asarray(ids, dtype=dtype))
+                if last:
+                    parts.append(eos)
                 bar.update(len(piece.encode("utf-8")))
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    return TokenArray(ids, num_bytes, len(docs))
+    return TokenArray(ids, num_bytes, len(texts))
 
 
 def _load_cached(bin_path: Path, meta_path: Path, dtype: np.dtype) -> TokenArray | None:
@@ -158,11 +180,3 @@ def _map(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
 
-
-def token_windows(
-    ids: np.ndarray, starts: Sequence[int], context: int, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windows ids[s : s + context + 1] as int64 inputs x (B, T) and next-token targets y (B, T)."""
-    rows = np.stack([ids[s : s + context + 1] for s in starts]).astype(np.int64)
-    batch = torch.from_numpy(rows).to(device)
-    return batch[:, :-1], batch[:, 1:]

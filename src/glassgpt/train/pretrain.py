@@ -1,38 +1,53 @@
-"""Training: self-supervised next-token prediction on real text.
+"""Pretraining: self-supervised next-token prediction on real text.
 
 Take a window of text, hide nothing but the future, predict each next token, measure the
-cross-entropy, step the weights downhill (AdamW). The loop adds what a real trainer needs:
-warmup + cosine learning-rate schedule (by steps or by the time budget, whichever runs out
-first), gradient accumulation and clipping, mixed precision where the hardware runs it faster
-(measured, not assumed), optional `torch.compile`, periodic validation in loss and bits per
-byte, a progress bar, `metrics.jsonl`, a loss-curve PNG, and atomic checkpoints that
-`resume` continues from exactly.
+cross-entropy, step the weights downhill. Pretraining is data + the one loop
+(`glassgpt.train.loop`): this module reads and splits the text, builds (or reuses) the
+tokenizer, tokenizes both splits (cached), and gives the loop random windows, the
+next-token loss, validation in loss and bits per byte, and checkpoints into the run folder.
+
+It runs the same in one process or many (`torchrun`): rank 0 builds the tokenizer and writes
+the run folder; every process reads its own slice of each step's windows (see
+`glassgpt.data.batches`); gradients are averaged by DDP, or the model is sharded with FSDP2.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from glassgpt import runs as ckpt
 from glassgpt.config import RunConfig
+from glassgpt.data.batches import Batch, WindowSampler
 from glassgpt.data.corpus import CorpusSplit, load_documents, split_documents
-from glassgpt.data.token_cache import TokenArray, encode_documents, token_windows
+from glassgpt.data.token_cache import TokenArray, encode_documents
 from glassgpt.errors import GlassError
-from glassgpt.evaluate import EvalResult, autocast, evaluate, token_byte_lengths
+from glassgpt.evaluate import EvalResult, evaluate, token_byte_lengths
 from glassgpt.model import GPT
+from glassgpt.runs import RunFolder, TrainerState
+from glassgpt.runtime import (
+    SINGLE,
+    Distributed,
+    Log,
+    barrier,
+    choose_dtype,
+    full_optimizer_state,
+    full_state_dict,
+    is_sharded,
+    load_full_state,
+    main_process_log,
+    maybe_compile,
+    resolve_device,
+    seed_everything,
+    unwrap,
+    wrap_model,
+)
 from glassgpt.tokenizer import Tokenizer
-
-Log = Callable[[str], None]
+from glassgpt.train.loop import LoopHooks, run_loop
+from glassgpt.train.optim import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -52,40 +67,6 @@ class PreparedData:
     tokenizer: Tokenizer
     train: TokenArray
     val: TokenArray
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """bf16 autocast or plain fp32. "auto" times a matmul in both: many CPUs emulate bf16 slowly."""
-    if setting == "fp32":
-        return torch.float32
-    if setting == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    a = torch.randn(384, 384, device=device)
-
-    def seconds(dtype: torch.dtype) -> float:
-        x = a.to(dtype)
-        x @ x
-        start = time.perf_counter()
-        for _ in range(4):
-            x @ x
-        return time.perf_counter() - start
-
-    return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
-
-
-def learning_rate(config: RunConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from lr to lr * min_lr_ratio as progress 0 -> 1."""
-    t = config.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return t.lr * (t.min_lr_ratio + (1.0 - t.min_lr_ratio) * cosine)
 
 
 def prepare_data(config: RunConfig, tokenizer: Tokenizer | None, cache_dir: Path | None,
@@ -122,179 +103,131 @@ def build_tokenizer(config: RunConfig, split: CorpusSplit, show_progress: bool, 
     return tokenizer
 
 
-def sample_batch(ids: np.ndarray, batch_size: int, context: int, generator: torch.Generator,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of `context` tokens; targets are the same windows shifted by one."""
-    starts = torch.randint(0, len(ids) - context - 1, (batch_size,), generator=generator).tolist()
-    return token_windows(ids, starts, context, device)
+def next_token_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Pretraining's loss: mean cross-entropy of every next token in the windows."""
+    x, y = batch
+    return model(x, targets=y).loss
 
 
-def make_optimizer(model: GPT, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on norm gains). Fused kernel where available."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    t = config.train
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=True)
-    except (RuntimeError, TypeError):  # older torch or a device without the fused kernel
-        return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2))
+def _start_folder(run: RunFolder, resume: bool, distributed: Distributed) -> None:
+    """Refuse to overwrite a trained run or resume a missing one; rank 0 prepares the folder."""
+    if resume and not run.has_trainer_state():
+        raise GlassError(f"{run.path} has no {RunFolder.TRAINER_STATE} to resume from: train without --resume")
+    if not resume and run.has_trainer_state():
+        raise GlassError(f"{run.path} already holds a trained run: pass --resume to continue it, or choose a new --out")
+    if distributed.is_main:
+        run.prepare()
 
 
-def _truncate_metrics(path: Path, after_step: int) -> None:
-    """On resume, drop log lines from steps that the checkpoint does not contain."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= after_step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
+             cache_dir: Path | None = None, device: torch.device | None = None,
+             distributed: Distributed = SINGLE, fsdp: bool = False,
+             show_progress: bool = True, log: Log = print) -> TrainResult:
+    """Train (or resume, with `config` from `RunConfig.for_resume`) the run in `out_dir`.
 
-
-def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
-          cache_dir: Path | None = None, device: torch.device | None = None,
-          show_progress: bool = True, log: Log = print) -> TrainResult:
-    """Train (or resume) the run in `out_dir`; returns the final validation result."""
-    out_dir = Path(out_dir)
-    device = device or default_device()
+    With several processes (`distributed`), call it in every process with the same arguments;
+    the process group must already be up (`glassgpt.runtime.init_process_group`).
+    """
+    run = RunFolder(out_dir)
+    device = device or resolve_device("auto", distributed)
+    log = main_process_log(distributed, log)
+    show_progress = show_progress and distributed.is_main
     if resume:
-        # The model, tokenizer and data stay as saved; the recipe (e.g. a longer budget) may change.
-        config = dataclasses.replace(ckpt.load_config(out_dir), train=config.train)
-        if not (out_dir / ckpt.STATE_FILE).is_file():
-            raise GlassError(f"{out_dir} has no {ckpt.STATE_FILE} to resume from: train without --resume")
-        tokenizer = Tokenizer.load(out_dir / ckpt.TOKENIZER_FILE)
-    else:
-        if (out_dir / ckpt.STATE_FILE).exists():
-            raise GlassError(
-                f"{out_dir} already holds a trained run: pass --resume to continue it, or choose a new --out"
-            )
-        tokenizer = None
+        saved = run.load_config()  # first: a clear error when the folder is not a run
+        if (saved.model, saved.tokenizer, saved.data) != (config.model, config.tokenizer, config.data):
+            raise GlassError("--resume continues the saved model and data: build the config with "
+                             "RunConfig.for_resume (the CLI does)")
+    _start_folder(run, resume, distributed)
+    seed_everything(config.train.seed)
 
-    torch.manual_seed(config.train.seed)
+    # Rank 0 builds the tokenizer (BPE training need not be reproducible across processes) and
+    # saves it; the others read it back.
+    tokenizer = run.load_tokenizer() if resume else None
+    if tokenizer is None and not distributed.is_main:
+        barrier(distributed)
+        tokenizer = run.load_tokenizer()
     data = prepare_data(config, tokenizer, cache_dir, show_progress, log)
+    if not resume and distributed.is_main:
+        run.save_tokenizer(data.tokenizer)
+        barrier(distributed)
     tokenizer = data.tokenizer
     if config.model.vocab_size != tokenizer.vocab_size:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
 
-    model = GPT(config.model).to(device)
-    optimizer = make_optimizer(model, config, device)
-    data_rng = torch.Generator().manual_seed(config.train.seed)
-    state = ckpt.TrainerState()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # half-written files of a process that was killed
-        stale.unlink(missing_ok=True)
-    metrics_path = out_dir / ckpt.METRICS_FILE
+    raw_model = GPT(config.model).to(device)
+    model = wrap_model(raw_model, distributed, device, fsdp)
+    optimizer = make_optimizer(model, config.train)
+    t = config.train
+    sampler = WindowSampler(data.train.ids, config.model.context_length, t.batch_size, t.grad_accum,
+                            seed=t.seed, rank=distributed.rank, world_size=distributed.world_size, device=device)
+    state = TrainerState()
     if resume:
-        state = ckpt.load_trainer_state(out_dir, model, optimizer)
+        saved_training = run.load_trainer_state()
+        state = saved_training.state
+        try:
+            load_full_state(model, optimizer, saved_training.weights, saved_training.optimizer_state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise GlassError(f"{run.trainer_state_path} does not match this model ({err}): "
+                             "train again without --resume") from None
         if state.torch_rng is not None:
             torch.set_rng_state(state.torch_rng)
         if state.data_rng is not None:
-            data_rng.set_state(state.data_rng)
-        _truncate_metrics(metrics_path, state.step)
-        log(f"resuming {out_dir} at step {state.step:,}")
-    else:
-        metrics_path.unlink(missing_ok=True)
-        tokenizer.save(out_dir / ckpt.TOKENIZER_FILE)
-    ckpt.save_config(out_dir, config)
+            sampler.set_state(state.data_rng)
+        if distributed.is_main:
+            run.keep_metrics_until(state.step)
+        log(f"resuming {run.path} at step {state.step:,}")
+    elif distributed.is_main:
+        run.clear_metrics()
+    if distributed.is_main:
+        run.save_config(config)
 
-    dtype = choose_dtype(config.train.dtype, device)
-    compiled = _maybe_compile(model, config.train.compile, device, log)
+    dtype = choose_dtype(t.dtype, device)
+    compiled = maybe_compile(model, t.compile, device, log)
     byte_lengths = token_byte_lengths(tokenizer)
-    t = config.train
-    tokens_per_step = t.batch_size * t.grad_accum * config.model.context_length
-    log(f"model: {model.num_parameters():,} parameters, {config.model.n_layer} layers, d_model {config.model.d_model}, "
-        f"context {config.model.context_length}; {str(dtype).removeprefix('torch.')} on {device.type}; "
-        f"{tokens_per_step:,} tokens/step")
+    tokens_per_step = t.batch_size * t.grad_accum * config.model.context_length * distributed.world_size
+    processes = f" x {distributed.world_size} processes" + (" (FSDP)" if fsdp else " (DDP)") \
+        if distributed.enabled else ""
+    log(f"model: {raw_model.num_parameters():,} parameters, {config.model.n_layer} layers, "
+        f"d_model {config.model.d_model}, context {config.model.context_length}; "
+        f"{str(dtype).removeprefix('torch.')} on {device.type}{processes}; {tokens_per_step:,} tokens/step")
 
-    def progress() -> float:
-        by_steps = state.step / t.max_steps
-        by_time = state.elapsed_s / (60 * t.time_budget_min) if t.time_budget_min > 0 else 0.0
-        return max(by_steps, by_time)
+    def validate(is_last: bool) -> dict[str, float]:
+        eval_tokens = 8 * t.eval_tokens if is_last else t.eval_tokens
+        result = evaluate(unwrap(model), data.val.ids, byte_lengths, eval_tokens, dtype, device,
+                          distributed=distributed)
+        return {"val_loss": result.loss, "val_bpb": result.bpb, "val_tokens": result.tokens}
 
-    def save() -> None:
+    def save(state: TrainerState, interrupted: bool) -> None:
+        if interrupted and is_sharded(model):
+            # Gathering shards needs every process, and Ctrl-C reaches them at different points.
+            log("interrupted: a sharded run keeps its last checkpoint; continue with --resume")
+            return
         state.torch_rng = torch.get_rng_state()
-        state.data_rng = data_rng.get_state()
-        ckpt.save_trainer_state(out_dir, model, optimizer, state)
-        ckpt.save_weights(out_dir, model, state.step)
-        _plot_metrics(out_dir)
+        state.data_rng = sampler.get_state()
+        weights = full_state_dict(model)  # a collective under FSDP: every process takes part
+        optimizer_state = full_optimizer_state(model, optimizer)
+        if distributed.is_main:
+            run.save_trainer_state(weights, optimizer_state, state)
+            run.save_weights(weights, state.step)
+            _plot_metrics(run)
+        if interrupted:
+            log(f"interrupted: saved step {state.step:,} to {run.path} (continue with --resume)")
 
-    def write_metrics(record: dict) -> None:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    last_eval: EvalResult | None = None
-    bar = tqdm(total=1000, disable=not show_progress, unit="‰", dynamic_ncols=True,
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", initial=int(1000 * progress()))
-    window_tokens, window_start = 0, time.perf_counter()
-    tokens_per_s = 0.0
-    model.train()
-    try:
-        while progress() < 1.0:
-            step_start = time.perf_counter()
-            lr = learning_rate(config, state.step, progress())
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for _ in range(t.grad_accum):
-                x, y = sample_batch(data.train.ids, t.batch_size, config.model.context_length, data_rng, device)
-                with autocast(dtype, device):
-                    loss = compiled(x, targets=y).loss / t.grad_accum
-                loss.backward()
-                loss_sum += loss.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else None
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            state.step += 1
-            state.tokens_seen += tokens_per_step
-            state.elapsed_s += time.perf_counter() - step_start
-            window_tokens += tokens_per_step
-            bar.update(int(1000 * min(1.0, progress())) - bar.n)
-
-            is_last = progress() >= 1.0
-            if state.step % t.log_every == 0 or is_last or state.step % t.eval_every == 0:
-                now = time.perf_counter()
-                tokens_per_s = window_tokens / max(now - window_start, 1e-9)
-                window_tokens, window_start = 0, now
-                record = {"step": state.step, "train_loss": round(loss_sum, 5), "lr": lr,
-                          "tokens_per_s": round(tokens_per_s, 1), "tokens_seen": state.tokens_seen,
-                          "elapsed_s": round(state.elapsed_s, 2)}
-                if grad_norm is not None:
-                    record["grad_norm"] = round(float(grad_norm), 4)
-                if state.step % t.eval_every == 0 or is_last:
-                    eval_tokens = 8 * t.eval_tokens if is_last else t.eval_tokens
-                    last_eval = evaluate(model, data.val.ids, byte_lengths, eval_tokens, dtype, device)
-                    record.update(val_loss=round(last_eval.loss, 5), val_bpb=round(last_eval.bpb, 5))
-                    window_start = time.perf_counter()  # evaluation time is not training throughput
-                    bar.write(f"step {state.step:>6,} | train loss {loss_sum:.3f} | val loss {last_eval.loss:.3f} "
-                              f"| val bpb {last_eval.bpb:.3f} | {tokens_per_s:,.0f} tok/s")
-                write_metrics(record)
-                postfix = f"step {state.step:,} loss {loss_sum:.3f} {tokens_per_s:,.0f} tok/s"
-                bar.set_postfix_str(postfix, refresh=False)
-            if state.step % t.save_every == 0 and not is_last:
-                save()
-    except KeyboardInterrupt:
-        bar.close()
-        save()
-        log(f"interrupted: saved step {state.step:,} to {out_dir} (continue with --resume)")
-        raise
-    bar.close()
-    save()
-    log(f"saved {out_dir} at step {state.step:,} ({state.elapsed_s:.0f} s of training)")
-    return TrainResult(out_dir, state.step, last_eval, tokens_per_s, state.elapsed_s, model.num_parameters())
+    hooks = LoopHooks(
+        evaluate=validate, save=save, record=run.append_metrics,
+        describe_eval=lambda m: f"val loss {m['val_loss']:.3f} | val bpb {m['val_bpb']:.3f}")
+    result = run_loop(compiled, optimizer, sampler.next_step, next_token_loss, t, state, device=device,
+                      dtype=dtype, distributed=distributed, hooks=hooks, show_progress=show_progress, log=log)
+    log(f"saved {run.path} at step {state.step:,} ({state.elapsed_s:.0f} s of training)")
+    val = None
+    if result.last_eval is not None:
+        val = EvalResult(result.last_eval["val_loss"], result.last_eval["val_bpb"],
+                         int(result.last_eval["val_tokens"]))
+    return TrainResult(run.path, state.step, val, result.tokens_per_s, state.elapsed_s, raw_model.num_parameters())
 
 
-def _maybe_compile(model: GPT, setting: str, device: torch.device, log: Log) -> Callable:
-    """torch.compile on GPUs by default; on CPUs only when asked (it did not pay off there, see README)."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return model
-    try:
-        return torch.compile(model)
-    except Exception as err:  # compile is an optimisation: fall back rather than fail the run
-        log(f"torch.compile unavailable ({err}); training uncompiled")
-        return model
-
-
-def _plot_metrics(out_dir: Path) -> None:
+def _plot_metrics(run: RunFolder) -> None:
     from glassgpt.plots import plot_loss_curve
 
-    plot_loss_curve(out_dir / ckpt.METRICS_FILE, out_dir / "loss_curve.png")
+    plot_loss_curve(run.metrics_path, run.loss_curve_path)
+

@@ -1,0 +1,55 @@
+"""Training batches: random windows of a token stream, the same whichever way they are split.
+
+Each optimizer step reads `grad_accum x world_size x batch_size` windows of `context + 1`
+tokens. `WindowSampler` draws the starts of all of them from one generator, seeded alike in
+every process, and each process takes its own slice: micro-step m of rank r reads rows
+[m, r]. So two processes with batch b read exactly the windows one process with batch 2b
+reads, and k micro-batches of b exactly those of one batch of k*b: changing how a batch is
+split never changes what is learned. The generator's state is all a checkpoint needs to
+continue the same sequence of batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def token_windows(
+    ids: np.ndarray, starts: Sequence[int], context: int, device: torch.device | str = "cpu"
+) -> Batch:
+    """Windows ids[s : s + context + 1] as int64 inputs x (B, T) and next-token targets y (B, T)."""
+    rows = np.stack([ids[s : s + context + 1] for s in starts]).astype(np.int64)
+    batch = torch.from_numpy(rows).to(device)
+    return batch[:, :-1], batch[:, 1:]
+
+
+class WindowSampler:
+    """Random windows of `ids` for each step, split into micro-batches and processes."""
+
+    def __init__(self, ids: np.ndarray, context: int, batch_size: int, grad_accum: int = 1, *,
+                 seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu") -> None:
+        if len(ids) < context + 2:
+            raise ValueError(f"{len(ids)} tokens are too few for windows of {context + 1}")
+        self.ids, self.context, self.device = ids, context, device
+        self.batch_size, self.grad_accum = batch_size, grad_accum
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_step(self) -> list[Batch]:
+        """This process's micro-batches for the next optimizer step."""
+        shape = (self.grad_accum, self.world_size, self.batch_size)
+        starts = torch.randint(0, len(self.ids) - self.context - 1, shape, generator=self.generator)
+        return [token_windows(self.ids, starts[m, self.rank].tolist(), self.context, self.device)
+                for m in range(self.grad_accum)]
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)

@@ -1,0 +1,282 @@
+"""The runtime: where and how tensors run, in one place.
+
+Owns the device choice, the dtype choice and its autocast, `torch.compile`, seeding, and
+multi-process training: the process group (gloo on CPUs, NCCL on GPUs) that `torchrun`
+starts, the rank, printing from rank 0 only, the few collectives the training loop needs,
+and the wrapping of a model for DistributedDataParallel or FSDP2.
+
+Nothing here reads the environment: the CLI reads torchrun's variables (RANK, WORLD_SIZE,
+LOCAL_RANK) and passes them in as a `Distributed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from glassgpt.errors import GlassError
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Which process this is among those training together (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0  # the process's index on its own machine: picks its GPU
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise GlassError(f"rank {self.rank} is outside a world of {self.world_size} processes")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run folder and prints; the others only compute."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Distributed:
+        """From torchrun's variables (the CLI passes `os.environ`); absent = one process."""
+        try:
+            return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+        except ValueError:
+            raise GlassError("RANK, WORLD_SIZE and LOCAL_RANK must be integers: start with torchrun") from None
+
+
+SINGLE = Distributed()
+
+
+def resolve_device(name: str = "auto", distributed: Distributed = SINGLE) -> torch.device:
+    """'auto' (a GPU if PyTorch sees one), 'cpu', 'cuda' or 'cuda:N'; each process gets its own GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GlassError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GlassError("--device cuda asked for, but this PyTorch sees no CUDA GPU: use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", distributed.local_rank % torch.cuda.device_count())
+    elif device.type != "cpu":
+        raise GlassError(f"device {name!r} is not supported: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """bf16 autocast or plain fp32. "auto" times a matmul in both: many CPUs emulate bf16 slowly."""
+    if setting == "fp32":
+        return torch.float32
+    if setting == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    a = torch.randn(384, 384, device=device)
+
+    def seconds(dtype: torch.dtype) -> float:
+        x = a.to(dtype)
+        x @ x
+        start = time.perf_counter()
+        for _ in range(4):
+            x @ x
+        return time.perf_counter() - start
+
+    return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
+
+
+def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for `dtype` (nothing to do for fp32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def maybe_compile(model: nn.Module, setting: str, device: torch.device, log: Log) -> nn.Module:
+    """torch.compile on GPUs by default; on CPUs only when asked (it did not pay off there, see README)."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return model
+    try:
+        return torch.compile(model)  # type: ignore[return-value]
+    except Exception as err:  # compile is an optimisation: fall back rather than fail the run
+        log(f"torch.compile unavailable ({err}); training uncompiled")
+        return model
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and PyTorch's (CPU and GPU) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def main_process_log(distributed: Distributed, log: Log) -> Log:
+    """`log` on rank 0, silence elsewhere: N processes must not print every line N times."""
+    return log if distributed.is_main else (lambda _text: None)
+
+
+# ----------------------------------------------------------------------------- process group
+
+
+def init_process_group(distributed: Distributed, device: torch.device, timeout_s: float = 600.0) -> None:
+    """Join the group torchrun set up: NCCL between GPUs, gloo between CPU processes."""
+    if not distributed.enabled or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=distributed.rank, world_size=distributed.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(distributed: Distributed) -> None:
+    if distributed.enabled:
+        dist.barrier()
+
+
+def all_reduce(values: list[float], op: str, distributed: Distributed, device: torch.device) -> list[float]:
+    """Combine a few numbers across processes: op 'mean', 'sum' or 'max'."""
+    if not distributed.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    reduce_op = {"mean": dist.ReduceOp.SUM, "sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+    dist.all_reduce(tensor, op=reduce_op)
+    if op == "mean":
+        tensor /= distributed.world_size
+    return tensor.tolist()
+
+
+def broadcast_object(value: object, distributed: Distributed) -> object:
+    """Rank 0's `value` on every process."""
+    if not distributed.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ----------------------------------------------------------------------------- model wrapping
+
+
+def wrap_model(model: nn.Module, distributed: Distributed, device: torch.device, fsdp: bool) -> nn.Module:
+    """The module a training step calls: the model itself, under DDP, or sharded with FSDP2.
+
+    DDP keeps a full copy per process and averages gradients; FSDP2 (`fully_shard`) gives each
+    process a shard of every block's weights and optimizer state, for models too large for one
+    GPU. With FSDP the model is sharded in place: use `full_state_dict` to save it.
+    """
+    if fsdp:
+        if not distributed.enabled:
+            raise GlassError("--fsdp shards a model across processes: start with torchrun --nproc_per_node N")
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:  # type: ignore[attr-defined]
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    if not distributed.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP or compile wrapper (FSDP2 shards in place, nothing to unwrap)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(unwrap(model), FSDPModule)
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Skip the gradient all-reduce on all but the last micro-step of an accumulated batch."""
+    inner = unwrap(model)
+    if enabled:
+        yield
+    elif hasattr(model, "no_sync"):  # DDP
+        with model.no_sync():
+            yield
+    elif is_sharded(inner):  # FSDP2
+        inner.set_requires_gradient_sync(False)  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            inner.set_requires_gradient_sync(True)  # type: ignore[attr-defined]
+    else:
+        yield
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight as a whole CPU tensor, whether the model is plain, under DDP or sharded.
+
+    Sharded weights are gathered, which every process must call together.
+    """
+    inner = unwrap(model)
+    if is_sharded(inner):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(inner, options=options)
+    return {name: tensor.detach().cpu() for name, tensor in inner.state_dict().items()}
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state dict with whole tensors (gathered from shards under FSDP)."""
+    inner = unwrap(model)
+    if is_sharded(inner):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(inner, optimizer, options=options)
+    return optimizer.state_dict()
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor],
+                    optimizer_state: dict) -> None:
+    """Put whole weights and optimizer state back into a plain, DDP or sharded model."""
+    inner = unwrap(model)
+    if is_sharded(inner):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(inner, weights, options=options)
+        set_optimizer_state_dict(inner, optimizer, optimizer_state, options=options)
+        return
+    inner.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(optimizer_state)

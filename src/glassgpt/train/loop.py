@@ -1,0 +1,140 @@
+"""The one training loop every stage runs on: pretraining today, chat tuning and RL next.
+
+A stage brings a model, an optimizer, a source of batches and a loss; the loop does the rest:
+the learning-rate schedule, gradient accumulation (gradients are synced between processes on
+the last micro-step only), clipping, the budget (steps or training time, whichever runs out
+first, agreed across processes so that none waits forever), the progress bar, metrics
+records, periodic evaluation and saving through hooks, and a save on Ctrl-C. It is a plain
+function, not a class to subclass: what differs between stages is passed in.
+
+    loss_fn(model, batch) -> scalar loss tensor   the mean loss of one micro-batch
+    next_batches() -> [batch, ...]                this process's micro-batches for one step
+    hooks.evaluate(is_last) -> {name: value}      validation numbers (every process calls it)
+    hooks.save(state, interrupted)                write a checkpoint (every process calls it)
+    hooks.record(record)                          keep a metrics record (rank 0 only)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from glassgpt.config import TrainConfig
+from glassgpt.runs import TrainerState
+from glassgpt.runtime import SINGLE, Distributed, Log, all_reduce, autocast, gradient_sync
+from glassgpt.train.optim import learning_rate
+
+Batch = Sequence[torch.Tensor]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+@dataclass
+class LoopHooks:
+    """What a stage does at evaluation, save and logging points (each optional)."""
+
+    evaluate: Callable[[bool], dict[str, float]] | None = None
+    save: Callable[[TrainerState, bool], None] | None = None
+    record: Callable[[dict[str, Any]], None] | None = None
+    describe_eval: Callable[[dict[str, float]], str] = field(
+        default=lambda metrics: " | ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    state: TrainerState
+    last_eval: dict[str, float] | None
+    tokens_per_s: float
+
+
+def progress(train: TrainConfig, state: TrainerState) -> float:
+    """How far through its budget the run is, 0..1: by steps or by time, whichever is further."""
+    by_steps = state.step / train.max_steps
+    by_time = state.elapsed_s / (60 * train.time_budget_min) if train.time_budget_min > 0 else 0.0
+    return max(by_steps, by_time)
+
+
+def run_loop(model: nn.Module, optimizer: torch.optim.Optimizer, next_batches: Callable[[], list[Batch]],
+             loss_fn: LossFn, train: TrainConfig, state: TrainerState, *, device: torch.device,
+             dtype: torch.dtype = torch.float32, distributed: Distributed = SINGLE,
+             hooks: LoopHooks | None = None, show_progress: bool = True, log: Log = print) -> LoopResult:
+    """Train `model` (plain, DDP-wrapped or sharded) from `state` until the budget is spent.
+
+    `state` is updated in place (step, tokens seen, training time). Evaluation and saving
+    happen every `eval_every` / `save_every` steps and at the end; Ctrl-C saves, then re-raises.
+    """
+    hooks = hooks or LoopHooks()
+    main = distributed.is_main
+    last_eval: dict[str, float] | None = None
+    bar = tqdm(total=1000, disable=not (show_progress and main), unit="‰", dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+               initial=int(1000 * min(1.0, progress(train, state))))
+    window_tokens, window_start, tokens_per_s = 0, time.perf_counter(), 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    try:
+        while progress(train, state) < 1.0:
+            step_start = time.perf_counter()
+            lr = learning_rate(train, state.step, progress(train, state))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            micro_batches = next_batches()
+            loss_sum, step_tokens = 0.0, 0
+            for i, batch in enumerate(micro_batches):
+                # Gradients are averaged across processes once per step, on the last micro-step.
+                with gradient_sync(model, enabled=i == len(micro_batches) - 1):
+                    with autocast(dtype, device):
+                        loss = loss_fn(model, batch) / len(micro_batches)
+                    loss.backward()
+                loss_sum += loss.item()
+                step_tokens += batch[0].numel()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip) if train.grad_clip > 0 else None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.step += 1
+            step_tokens *= distributed.world_size
+            state.tokens_seen += step_tokens
+            # Every process adds the slowest one's step time, so all agree when the budget ends.
+            (step_seconds,) = all_reduce([time.perf_counter() - step_start], "max", distributed, device)
+            state.elapsed_s += step_seconds
+            window_tokens += step_tokens
+            bar.update(int(1000 * min(1.0, progress(train, state))) - bar.n)
+
+            is_last = progress(train, state) >= 1.0
+            is_eval = state.step % train.eval_every == 0 or is_last
+            if state.step % train.log_every == 0 or is_eval:
+                (loss_sum,) = all_reduce([loss_sum], "mean", distributed, device)
+                now = time.perf_counter()
+                tokens_per_s = window_tokens / max(now - window_start, 1e-9)
+                record: dict[str, Any] = {
+                    "step": state.step, "train_loss": round(loss_sum, 5), "lr": lr,
+                    "tokens_per_s": round(tokens_per_s, 1), "tokens_seen": state.tokens_seen,
+                    "elapsed_s": round(state.elapsed_s, 2)}
+                if grad_norm is not None:
+                    record["grad_norm"] = round(float(grad_norm), 4)
+                if is_eval and hooks.evaluate is not None:
+                    last_eval = hooks.evaluate(is_last)
+                    record.update({k: round(v, 5) for k, v in last_eval.items()})
+                    if main:
+                        bar.write(f"step {state.step:>6,} | train loss {loss_sum:.3f} | "
+                                  f"{hooks.describe_eval(last_eval)} | {tokens_per_s:,.0f} tok/s")
+                window_tokens, window_start = 0, time.perf_counter()  # evaluation is not training time
+                if main and hooks.record is not None:
+                    hooks.record(record)
+                bar.set_postfix_str(f"step {state.step:,} loss {loss_sum:.3f} {tokens_per_s:,.0f} tok/s",
+                                    refresh=False)
+            if hooks.save is not None and (is_last or state.step % train.save_every == 0):
+                hooks.save(state, False)
+    except KeyboardInterrupt:
+        bar.close()
+        if hooks.save is not None:
+            hooks.save(state, True)
+        raise
+    bar.close()
+    return LoopResult(state, last_eval, tokens_per_s)
