@@ -2,10 +2,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from glassgpt import model as model_module
 from glassgpt.config import ModelConfig
 from glassgpt.interop.hf_llama import to_hf_model
-from glassgpt.model import GPT, KVCache
+from glassgpt.model import GPT, ChunkedCrossEntropy, KVCache
 
 CONFIGS = {
     "mha-tied": ModelConfig(vocab_size=300, context_length=48, n_layer=2, n_head=4, n_kv_head=4, d_model=64),
@@ -75,3 +77,85 @@ def test_targets_minus_one_are_ignored_and_context_is_enforced():
     torch.testing.assert_close(model(ids, targets=targets).loss, full)
     with pytest.raises(ValueError, match="exceeds the context"):
         model(torch.zeros(1, config.context_length + 1, dtype=torch.long))
+
+
+# The training loss is made in row chunks without the full logits (`ChunkedCrossEntropy`); it
+# must equal the plain path, lm_head then F.cross_entropy, in value and in every gradient. In
+# float64 the two differ only by summation order: atol 1e-12 / rtol 1e-10.
+FLOAT64 = dict(atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 37, 1000])  # 37 rows: one per chunk, 5 leaves 2, all, more
+def test_chunked_cross_entropy_equals_full_logits(chunk_rows):
+    torch.manual_seed(0)
+    h = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    targets[::3] = -1  # ignored: neither in the loss nor in the count it is averaged over
+
+    expected = F.cross_entropy(h @ w.t(), targets, ignore_index=-1)
+    (2.5 * expected).backward()  # a gradient other than 1 must reach both inputs
+    expected_grads = h.grad, w.grad
+    h.grad = w.grad = None
+    loss = ChunkedCrossEntropy.apply(h, w, targets, chunk_rows, True)
+    (2.5 * loss).backward()
+
+    torch.testing.assert_close(loss, expected, **FLOAT64)
+    torch.testing.assert_close(h.grad, expected_grads[0], **FLOAT64)
+    torch.testing.assert_close(w.grad, expected_grads[1], **FLOAT64)
+    assert not h.grad[::3].any()  # an ignored position gets no gradient
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1000])  # 2 x 24 = 48 rows: 7 does not divide them
+@pytest.mark.parametrize("name", CONFIGS)
+def test_training_loss_and_gradients_equal_full_logits(name, chunk_rows, monkeypatch):
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", chunk_rows)
+    torch.manual_seed(0)
+    config = CONFIGS[name]
+    model = GPT(config).double()
+    ids = torch.randint(0, config.vocab_size, (2, 24))
+    targets = torch.roll(ids, -1, dims=1)
+    targets[0, -5:] = -1
+    targets[1, 3] = -1
+
+    expected = F.cross_entropy(model(ids).logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    expected.backward()
+    expected_grads = {n: p.grad for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    out = model(ids, targets=targets)
+    out.loss.backward()
+
+    assert out.logits is None  # the training path never makes the (B, T, V) logits
+    torch.testing.assert_close(out.loss, expected, **FLOAT64)
+    assert expected_grads.keys() == {n for n, _ in model.named_parameters()}
+    for n, p in model.named_parameters():  # embed.weight is also lm_head.weight when tied
+        torch.testing.assert_close(p.grad, expected_grads[n], **FLOAT64, msg=lambda m, n=n: f"{n}: {m}")
+    with torch.no_grad():  # without gradients the loss is the same, and nothing is kept for backward
+        loss = model(ids, targets=targets).loss
+    assert loss.grad_fn is None
+    torch.testing.assert_close(loss, expected.detach(), **FLOAT64)
+
+
+def test_training_loss_under_bf16_autocast_matches_full_logits():
+    torch.manual_seed(0)
+    config = CONFIGS["mha-tied"]
+    model = GPT(config)
+    ids = torch.randint(0, config.vocab_size, (2, 40))
+    targets = torch.roll(ids, -1, dims=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids).logits
+        expected = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+    expected.backward()
+    expected_grads = {n: p.grad for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(ids, targets=targets).loss
+    loss.backward()
+
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, atol=1e-4, rtol=0)
+    for n, p in model.named_parameters():
+        # Both round to bf16 in their matmuls (in different places): each is ~0.5% from the float64
+        # gradients here, and they are as far from each other.
+        assert p.grad.dtype == torch.float32
+        assert (p.grad - expected_grads[n]).norm() < 2e-2 * expected_grads[n].norm(), n

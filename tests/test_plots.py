@@ -1,9 +1,7 @@
 """The training loss curve: the PNG's plotted lines have the shape of the metrics they draw.
 
-The picture is read back pixel by pixel: the axes box is found by its black frame, each line by
-its colour (plots.py draws train loss in tab:blue at alpha 0.7, validation loss in tab:orange,
-validation bits per byte in tab:green on a second axis), and the train line is traced column by
-column from left to right.
+plots.py draws train loss in tab:blue at alpha 0.7, validation loss in tab:orange and validation
+bits per byte in tab:green (alpha 0.8) on a second axis. The pixel helpers live in pixels.py.
 """
 
 from __future__ import annotations
@@ -14,15 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.colors import to_rgb
-from matplotlib.image import imread
 
 from glassgpt.plots import plot_loss_curve
+from pixels import axes_box, colour_mask, inside, read_rgb, sample_at_steps, trace
 
 TRAIN = ("tab:blue", 0.7)
 VAL = ("tab:orange", 1.0)
 BPB = ("tab:green", 0.8)
 BUMP = 650  # the step where the synthetic train loss has its bump
+
+# ---------------------------------------------------------------------------------------------
+# The loss curve
+# ---------------------------------------------------------------------------------------------
 
 
 def write_metrics(path: Path, records: list[dict]) -> Path:
@@ -46,73 +47,6 @@ def bumpy_records() -> list[dict]:
     return records
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    return imread(path)[..., :3]
-
-
-def axes_box(image: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) pixel rows/columns of the axes frame: its black spines are
-    the only dark lines running across most of the picture."""
-    dark = image.max(axis=2) < 0.35
-    rows = np.flatnonzero(dark.sum(axis=1) > 0.5 * image.shape[1])
-    cols = np.flatnonzero(dark.sum(axis=0) > 0.5 * image.shape[0])
-    assert len(rows) >= 2 and len(cols) >= 2, "no axes frame in the picture"
-    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
-
-
-def colour_mask(image: np.ndarray, colour: str, alpha: float, tol: float = 0.12) -> np.ndarray:
-    """Pixels of a line drawn in `colour` at `alpha` over white (antialiased edges excluded)."""
-    target = alpha * np.array(to_rgb(colour)) + (1 - alpha)
-    return np.abs(image - target).max(axis=2) < tol
-
-
-def inside(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The mask with everything on or outside the axes frame cleared."""
-    top, bottom, left, right = box
-    keep = np.zeros_like(mask)
-    keep[top + 2 : bottom - 1, left + 2 : right - 1] = True
-    return mask & keep
-
-
-def trace(mask: np.ndarray, max_jump: int = 30) -> dict[int, float]:
-    """Follow a line from its leftmost pixel: column -> centre row of the line there.
-
-    Where a column holds several runs of the colour (a legend sample, another crossing), the
-    run nearest the line's previous row is taken; columns where the line is hidden are skipped.
-    """
-    rows: dict[int, float] = {}
-    prev = None
-    for col in range(mask.shape[1]):
-        hits = np.flatnonzero(mask[:, col])
-        if len(hits) == 0:
-            continue
-        runs = np.split(hits, np.flatnonzero(np.diff(hits) > 2) + 1)
-        centres = [float(run.mean()) for run in runs]
-        if prev is None:
-            pick = centres[0]
-        else:
-            pick = min(centres, key=lambda y: abs(y - prev))
-            if abs(pick - prev) > max_jump:
-                continue
-        rows[col] = pick
-        prev = pick
-    return rows
-
-
-def sample_at_steps(line: dict[int, float], steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The traced row at each step's column (the line's ends are the first and last step).
-
-    Returns the rows and a mask of the steps where the line was visible (within 2 columns)."""
-    first, last = min(line), max(line)
-    cols = first + (last - first) * (steps - steps[0]) / (steps[-1] - steps[0])
-    rows = np.full(len(steps), np.nan)
-    for i, col in enumerate(np.rint(cols).astype(int)):
-        near = [c for c in range(col - 2, col + 3) if c in line]
-        if near:
-            rows[i] = line[min(near, key=lambda c: abs(c - col))]
-    return rows, ~np.isnan(rows)
-
-
 @pytest.fixture(scope="module")
 def bumpy(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], np.ndarray]:
     folder = tmp_path_factory.mktemp("plots")
@@ -127,6 +61,7 @@ def test_the_train_line_has_the_shape_of_the_train_loss(bumpy):
     assert image.shape[:2] == (450, 800)  # figsize 8 x 4.5 inches at 100 dpi
     box = axes_box(image)
     top, bottom, left, right = box
+    height = bottom - top
     line = trace(inside(colour_mask(image, *TRAIN), box))
     assert line, "no train line"
     # the line runs across the whole step range: matplotlib leaves a 5% margin at each side
@@ -138,11 +73,9 @@ def test_the_train_line_has_the_shape_of_the_train_loss(bumpy):
     # the traced rows are an affine image of the losses (higher loss = higher up = smaller row)
     slope, offset = np.polyfit(loss[seen], rows[seen], 1)
     assert slope < 0
-    assert np.abs(rows[seen] - (slope * loss[seen] + offset)).max() < 0.02 * (bottom - top)
+    assert np.abs(rows[seen] - (slope * loss[seen] + offset)).max() < 0.02 * height
     # and, said plainly: the left end is high and the right end low ...
-    assert rows[seen][0] < top + 0.25 * (bottom - top) and rows[seen][-1] > bottom - 0.15 * (
-        bottom - top
-    )
+    assert rows[seen][0] < top + 0.25 * height and rows[seen][-1] > bottom - 0.15 * height
     # ... it only goes down where the loss only goes down (0..550 and 750..1000) ...
     for lo, hi in ((0, 550), (750, 1000)):
         part = rows[seen & (steps >= lo) & (steps <= hi)]
@@ -150,7 +83,7 @@ def test_the_train_line_has_the_shape_of_the_train_loss(bumpy):
     # ... and the bump is a local peak at step 650
     window = seen & (steps >= 550) & (steps <= 750)
     assert steps[window][np.argmin(rows[window])] == pytest.approx(BUMP, abs=10)
-    assert rows[window].min() < min(rows[window][0], rows[window][-1]) - 0.1 * (bottom - top)
+    assert rows[window].min() < min(rows[window][0], rows[window][-1]) - 0.1 * height
 
 
 def test_validation_points_share_the_loss_axis(bumpy):

@@ -105,10 +105,18 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     max_steps: int = 2000
     time_budget_min: float = 0.0  # 0 = no time budget; training stops at whichever comes first
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    optimizer: str = "adamw"  # "adamw" | "muon" (Muon for the blocks' matrices, AdamW for the rest)
+    lr: float = 3e-3  # AdamW's peak learning rate (with "muon": for embeddings, output layer, norms)
+    muon_lr: float = 0.02  # Muon's peak learning rate, for the blocks' matrices (torch's "original" scaling)
+    muon_momentum: float = 0.95
+    # Torch's Muon shrinks weights by muon_lr * weight decay per step: with muon_lr ~7x AdamW's lr,
+    # AdamW's 0.1 would decay the matrices ~7x faster than AdamW does; 0.01 keeps the shrink close.
+    muon_weight_decay: float = 0.01
+    schedule: str = "cosine"  # "cosine" | "wsd" (warmup, stable at the peak, linear decay at the end)
+    decay_fraction: float = 0.2  # "wsd": the last fraction of progress that decays the learning rate
+    min_lr_ratio: float = 0.1  # the schedule decays to (peak lr) * min_lr_ratio
     warmup_steps: int = 50
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1  # AdamW's, on matrices and embeddings (never on norm gains)
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = no clipping
@@ -135,6 +143,12 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _require(self.time_budget_min >= 0, "time budget must be > 0 minutes")
         _require(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        _require(self.optimizer in ("adamw", "muon"), f"optimizer must be adamw or muon, got {self.optimizer!r}")
+        _require(self.muon_lr > 0, f"muon_lr must be > 0, got {self.muon_lr}")
+        _require(0 <= self.muon_momentum < 1, f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        _require(self.weight_decay >= 0 and self.muon_weight_decay >= 0, "weight decay must be >= 0")
+        _require(self.schedule in ("cosine", "wsd"), f"schedule must be cosine or wsd, got {self.schedule!r}")
+        _require(0 < self.decay_fraction <= 1, f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
         _require(self.warmup_steps >= 0, "warmup_steps must be >= 0")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)")

@@ -2,7 +2,8 @@
 
 It trains the BPE tokenizer and the `demo` preset, continues a few prompts at temperatures
 0, 0.8 and 1.2, and writes `report.md` (loss curve, final validation bits per byte, samples)
-into the run folder.
+into the run folder. For scale it also scores the character 8-gram model (counting, see
+`glassgpt ngram`) on the same validation text: the GPT has to beat counting to earn its keep.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import torch
 
-from glassgpt.config import preset
+from glassgpt.config import RunConfig, preset
+from glassgpt.data.corpus import load_documents, split_documents
 from glassgpt.engine import Engine, SamplingConfig
+from glassgpt.explain.ngram import CHAR_MAX_N, CharNGrams
 from glassgpt.runs import RunFolder
 from glassgpt.runtime import Log
 from glassgpt.train.pretrain import TrainResult, pretrain
@@ -35,6 +38,15 @@ class DemoResult:
     train: TrainResult
     samples: list[Sample]
     report_path: Path
+    ngram_bpb: float  # the character 8-gram's bits per byte on the same validation documents
+    ngram_n: int = CHAR_MAX_N
+
+
+def counting_baseline(config: RunConfig) -> float:
+    """Bits per byte of the character 8-gram (Kneser-Ney) on the run's own validation split."""
+    split = split_documents(load_documents(config.data), config.train.val_fraction)
+    counts = CharNGrams([d.text for d in split.train], CHAR_MAX_N)
+    return counts.bits_per_byte([d.text for d in split.val], [CHAR_MAX_N])[0]
 
 
 def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: torch.device | None,
@@ -46,6 +58,7 @@ def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: t
     config = dataclasses.replace(preset("demo"), train=dataclasses.replace(preset("demo").train, **changes))
     result = pretrain(config, out_dir, cache_dir=cache_dir, device=device, show_progress=show_progress, log=log)
 
+    ngram_bpb = counting_baseline(config)
     folder = RunFolder(out_dir)
     run = folder.load(device or "cpu")
     engine = Engine(run.model, run.tokenizer)
@@ -56,10 +69,20 @@ def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: t
             sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
             text = engine.generate(prompt, sampling).completions[0].text
             samples.append(Sample(prompt, temperature, text))
-    return DemoResult(result, samples, folder.write_report(_report(result, samples)))
+    report = folder.write_report(_report(result, samples, ngram_bpb))
+    return DemoResult(result, samples, report, ngram_bpb)
 
 
-def _report(result: TrainResult, samples: list[Sample]) -> str:
+def verdict(gpt_bpb: float | None, ngram_bpb: float) -> str:
+    """One phrase comparing the GPT with counting (lower bits per byte is better)."""
+    if gpt_bpb is None:
+        return "the GPT was not evaluated"
+    if gpt_bpb < ngram_bpb:
+        return f"the GPT is {ngram_bpb - gpt_bpb:.3f} better"
+    return f"the GPT is {gpt_bpb - ngram_bpb:.3f} worse: train longer (--minutes) to overtake counting"
+
+
+def _report(result: TrainResult, samples: list[Sample], ngram_bpb: float) -> str:
     val = result.val
     lines = [
         "# glassgpt demo report",
@@ -70,6 +93,8 @@ def _report(result: TrainResult, samples: list[Sample]) -> str:
     if val is not None:
         lines.append(f"- final validation: **{val.bpb:.3f} bits per byte** (loss {val.loss:.3f} nats/token, "
                      f"{val.tokens:,} held-out tokens)")
+    lines.append(f"- counting for scale: the character {CHAR_MAX_N}-gram model scores {ngram_bpb:.3f} bits per "
+                 f"byte on the same validation text ({verdict(val.bpb if val else None, ngram_bpb)})")
     lines += ["", "![loss curve](loss_curve.png)", "", "## Samples", ""]
     for s in samples:
         lines += [f"**{s.prompt!r} at temperature {s.temperature:g}:**", "", "> " + (s.prompt + s.text).replace("\n", "\n> "), ""]

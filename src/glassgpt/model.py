@@ -6,7 +6,7 @@ position embeddings (RoPE), SwiGLU feed-forward, no biases, optional grouped-que
 and tied input/output embeddings. Its math equals Hugging Face `LlamaForCausalLM` with the same
 config (tests/test_model.py copies our weights across and compares logits).
 
-The model never samples: `forward` returns logits (and the loss when targets are given). The
+The model never samples: `forward` returns logits, or the loss when targets are given. The
 generation loop lives in `glassgpt.engine`; it passes a `KVCache` so that each new token only
 costs one position of work. Nothing here is for visualisation: `glassgpt.explain.look.trace` uses
 hooks, and rebuilds the attention weights from `Attention.qkv_heads`, the same method `forward` uses.
@@ -181,9 +181,12 @@ class Block(nn.Module):
 
 @dataclass
 class ModelOutput:
-    """What one forward pass returns: logits (B, T, V), and the mean loss if targets were given."""
+    """What one forward pass returns: logits (B, T, V) without targets, the mean loss with them.
 
-    logits: torch.Tensor
+    With targets the logits are None: the loss is computed without them (`ChunkedCrossEntropy`).
+    """
+
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
 
 
@@ -220,10 +223,12 @@ class GPT(nn.Module):
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None) -> ModelOutput:
-        """ids (B, T) -> logits (B, T, V); with targets (B, T), also the mean cross-entropy.
+        """ids (B, T) -> logits (B, T, V); with targets (B, T), the mean cross-entropy instead.
 
-        Targets equal to -1 are ignored in the loss. With a `kv_cache`, `ids` are the positions
-        after those already cached, and the cache is advanced past them.
+        Targets equal to -1 are ignored in the loss. Training only needs the loss, so with targets
+        the (B, T, V) logits are never made (`ChunkedCrossEntropy`) and `logits` is None: call
+        without targets to get them. With a `kv_cache`, `ids` are the positions after those
+        already cached, and the cache is advanced past them.
         """
         B, T = ids.shape
         start = kv_cache.position if kv_cache is not None else 0
@@ -240,6 +245,83 @@ class GPT(nn.Module):
 
         if targets is None:
             return ModelOutput(self.lm_head(x))
-        logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
-        return ModelOutput(logits, loss)
+        # The output layer and the loss together, a few rows at a time (see below).
+        loss = ChunkedCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T),
+                                         LOSS_CHUNK_ROWS, torch.is_grad_enabled())
+        return ModelOutput(None, loss)
+
+
+# Rows of the flattened (B*T, D) hidden states per chunk of the training loss, measured with
+# benchmarks/bench_loss_chunks.py on a 2-core CPU: on a quiet machine 512 rows made the output
+# layer ~10% faster than 2048, but whole training steps were the same with 512, 1024 or 2048;
+# with other processes on the cores fewer rows (more, smaller kernels) were clearly slower.
+LOSS_CHUNK_ROWS = 2048
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits h @ weight.T (h is (N, D), weight (V, D)), made in chunks.
+
+    Why: training needs the loss and its gradients, not the logits. `lm_head` followed by
+    `F.cross_entropy` makes all N x V logits (under bf16 autocast also a float32 copy), their
+    log-softmax and, in backward, as many gradients: at 4096 tokens and a 4096-token vocabulary
+    that is 64 MB per float32 array, allocated, written and read again. Here `chunk_rows` rows of h are taken at a time,
+    so only one chunk's logits exist at once.
+
+    Per chunk: logits = h_c @ weight.T, log p = log_softmax(logits) and the loss terms
+    -log p[target]. The gradients need p, so while it is at hand (when gradients are wanted)
+    they are made in the same pass: with g = p - onehot(target) and n the targets that count,
+        grad h_c = g @ weight / n,    grad weight += g.T @ h_c / n
+    (the 1/n, 0 for an ignored row, is applied to h_c and to grad h, not to the big g).
+    `backward` then only scales them by the incoming gradient: three matmuls as in the plain
+    path, where recomputing the logits in backward would take a fourth (the price: a loss
+    computed with gradients on is as costly whether or not backward follows; under
+    `torch.no_grad` the gradient work is skipped). Targets equal to -1
+    count neither in the loss nor in n (`F.cross_entropy(..., ignore_index=-1)`; all ignored
+    gives nan, as there).
+
+    The matmuls run in autocast's dtype when autocast is on (as `lm_head` would), everything
+    else in float32 (float64 stays float64), as `F.cross_entropy(logits.float())` did. With a
+    tied `lm_head` the weight's gradient adds to the embedding's, like any shared parameter.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
+                need_grads: bool) -> torch.Tensor:
+        device = h.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        acc = torch.promote_types(dtype, torch.float32)  # for the softmax and the sums
+        w = weight.to(dtype)
+        counts = targets != -1
+        share = counts.to(acc) / counts.sum()  # each row's weight in the mean: 1/n, or 0 if ignored
+        targets = torch.where(counts, targets, 0)  # ignored rows point anywhere: their share is 0
+        picked = torch.empty(len(h), dtype=acc, device=h.device)  # log p[target] of each row
+        if need_grads:
+            h_share = (h * share[:, None]).to(dtype)
+            grad_h = torch.empty(h.shape, dtype=dtype, device=h.device)  # g @ weight; scaled in backward
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        for start in range(0, len(h), chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            t_c = targets[rows]
+            logp = torch.log_softmax((h[rows].to(dtype) @ w.t()).to(acc), dim=-1)  # (c, V)
+            torch.gather(logp, 1, t_c[:, None], out=picked[rows, None])
+            if need_grads:
+                g = logp.exp_()  # p, the softmax
+                g[torch.arange(len(t_c), device=g.device), t_c] -= 1  # p - onehot, still in float32
+                g = g.to(dtype)
+                torch.mm(g, w, out=grad_h[rows])
+                if grad_w.dtype == dtype:
+                    grad_w.addmm_(g.t(), h_share[rows])
+                else:  # bf16 products, summed over the chunks in float32
+                    grad_w += g.t() @ h_share[rows]
+        if need_grads:
+            ctx.save_for_backward(grad_h, share, grad_w)
+            ctx.dtypes = h.dtype, weight.dtype
+        return -(picked * share).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_h, share, grad_w = ctx.saved_tensors
+        h_dtype, weight_dtype = ctx.dtypes
+        return ((grad_h * (share * grad_loss)[:, None]).to(h_dtype), (grad_w * grad_loss).to(weight_dtype),
+                None, None, None)

@@ -101,40 +101,16 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.config_path = self.path / self.CONFIG
+        self.weights_path = self.path / self.WEIGHTS
+        self.tokenizer_path = self.path / self.TOKENIZER
+        self.trainer_state_path = self.path / self.TRAINER_STATE
+        self.metrics_path = self.path / self.METRICS
+        self.loss_curve_path = self.path / self.LOSS_CURVE
+        self.report_path = self.path / self.REPORT
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    @property
-    def config_path(self) -> Path:
-        return self.file(self.CONFIG)
-
-    @property
-    def weights_path(self) -> Path:
-        return self.file(self.WEIGHTS)
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.file(self.TOKENIZER)
-
-    @property
-    def trainer_state_path(self) -> Path:
-        return self.file(self.TRAINER_STATE)
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.file(self.METRICS)
-
-    @property
-    def loss_curve_path(self) -> Path:
-        return self.file(self.LOSS_CURVE)
-
-    @property
-    def report_path(self) -> Path:
-        return self.file(self.REPORT)
 
     def is_run(self) -> bool:
         """Does this folder hold a run (its config)?"""

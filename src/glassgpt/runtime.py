@@ -15,7 +15,7 @@ import contextlib
 import datetime
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,34 +249,50 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu() for name, tensor in inner.state_dict().items()}
 
 
-def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """The optimizer's state dict with whole tensors (gathered from shards under FSDP)."""
+def full_optimizer_state(model: nn.Module,
+                         optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer]) -> dict:
+    """The optimizer's state with whole tensors, keyed by parameter name (not position).
+
+    One form whether the model is plain, under DDP or sharded (shards are gathered, a
+    collective), so a checkpoint resumes in any of them. Several optimizers (e.g. Muon for
+    some matrices, AdamW for the rest) give one merged state: each parameter is in one of them.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=is_sharded(model))
+    return get_optimizer_state_dict(unwrap(model), optimizer, options=options)
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer],
+                    weights: dict[str, torch.Tensor], optimizer_state: dict) -> None:
+    """Put whole weights and optimizer state back into a plain, DDP or sharded model.
+
+    The optimizer(s) get back their per-parameter state (moments, momentum buffers, steps);
+    their hyperparameters (peak learning rates, weight decay, betas) stay as built, from the
+    config being resumed, which may differ from the saved one (e.g. `--resume --lr`).
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
     inner = unwrap(model)
-    if is_sharded(inner):
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_optimizer_state_dict,
-        )
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_optimizer_state_dict(inner, optimizer, options=options)
-    return optimizer.state_dict()
-
-
-def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor],
-                    optimizer_state: dict) -> None:
-    """Put whole weights and optimizer state back into a plain, DDP or sharded model."""
-    inner = unwrap(model)
-    if is_sharded(inner):
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        options = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(inner, weights, options=options)
-        set_optimizer_state_dict(inner, optimizer, optimizer_state, options=options)
-        return
-    inner.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(optimizer_state)
+    expected = set(inner.state_dict())
+    if getattr(getattr(inner, "config", None), "tie_embeddings", False):
+        expected.discard("lm_head.weight")  # saved once, as embed.weight
+    if set(weights) - {"lm_head.weight"} != expected:
+        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise ValueError(f"saved weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    options = StateDictOptions(full_state_dict=True, strict=False)  # the tied output layer is not in `weights`
+    set_model_state_dict(inner, weights, options=options)
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    built = [{k: v for k, v in group.items() if k != "params"} for opt in optimizers for group in opt.param_groups]
+    if all(isinstance(key, int) for key in optimizer_state["state"]):
+        if len(optimizers) != 1:
+            raise ValueError("the saved optimizer state is for one optimizer (saved by position), not several")
+        optimizers[0].load_state_dict(optimizer_state)  # saved by glassgpt before states were keyed by name
+    else:
+        set_optimizer_state_dict(inner, optimizers, optimizer_state, options=options)
+    for group, hyper in zip((g for opt in optimizers for g in opt.param_groups), built, strict=True):
+        group.update(hyper)

@@ -268,15 +268,19 @@ class Tokenizer:
             raise GlassError(f"tokenizer file {file} does not exist: {fix}") from None
         except (OSError, UnicodeDecodeError) as err:
             raise GlassError(f"cannot read tokenizer file {file} ({err}): {fix}") from None
+        return cls.from_json(text, source=f"tokenizer file {file}")
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "the tokenizer") -> Tokenizer:
+        """A tokenizer from the text of a `tokenizer.json` (`to_json` gives it back)."""
+        fix = "point to a tokenizer.json saved by glassgpt, or train a new tokenizer"
         try:
             config = json.loads(text)
             model_type = config["model"]["type"]
             hf = HFTokenizer.from_str(text)
         except Exception as err:  # tokenizers raises a bare Exception on bad files
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise GlassError(
-                f"tokenizer file {file} is corrupted or not a tokenizer.json ({detail}): {fix}"
-            ) from None
+            raise GlassError(f"{source} is corrupted or not a tokenizer.json ({detail}): {fix}") from None
         if model_type == "WordLevel":
             kind = "char"
         elif model_type == "BPE":
@@ -285,10 +289,8 @@ class Tokenizer:
             is_gpt2 = GPT2_EOT in specials and "<|bos|>" not in specials
             kind = "gpt2" if is_gpt2 else "bpe"
         else:
-            raise GlassError(
-                f"tokenizer file {file} has a {model_type} model, which glassgpt does not use: {fix}"
-            )
-        return cls(hf, kind, source=f"tokenizer file {file}")
+            raise GlassError(f"{source} has a {model_type} model, which glassgpt does not use: {fix}")
+        return cls(hf, kind, source=source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the standard `tokenizer.json` atomically; a folder gets `tokenizer.json` in it.

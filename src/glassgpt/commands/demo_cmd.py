@@ -13,7 +13,7 @@ from glassgpt.commands.common import (
     device,
     positive_float,
 )
-from glassgpt.demo import run_demo
+from glassgpt.demo import run_demo, verdict
 from glassgpt.errors import GlassError
 from glassgpt.runs import RunFolder
 
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     val = result.train.val
     if val is not None:
         print(f"\nfinal validation: {val.bpb:.3f} bits per byte (loss {val.loss:.3f})")
+    print(f"counting, for scale: character {result.ngram_n}-gram {result.ngram_bpb:.3f} bits per byte on the same "
+          f"validation text: {verdict(val.bpb if val else None, result.ngram_bpb)}")
     print(f"report: {result.report_path}   loss curve: {RunFolder(args.out).loss_curve_path}")
     print(f"next: glassgpt generate --model {args.out} \"It is a truth universally\" --temperature 0.8")
     return 0

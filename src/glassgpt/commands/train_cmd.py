@@ -23,6 +23,8 @@ MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_hea
                "kv_heads": "n_kv_head", "d_model": "d_model"}
 TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
+               "optimizer": "optimizer", "muon_lr": "muon_lr", "schedule": "schedule",
+               "decay_fraction": "decay_fraction",
                "eval_every": "eval_every", "log_every": "log_every", "save_every": "save_every", "dtype": "dtype",
                "compile": "compile", "seed": "seed"}
 
@@ -53,7 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch")
     g.add_argument("--grad-accum", type=positive_int, help="micro-batches per optimizer step")
-    g.add_argument("--lr", type=positive_float, help="peak learning rate")
+    g.add_argument("--optimizer", choices=["adamw", "muon"],
+                   help="adamw, or muon for the blocks' matrices with adamw for the rest (default: adamw)")
+    g.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW's)")
+    g.add_argument("--muon-lr", type=positive_float, help="peak learning rate of Muon's matrices (default: 0.02)")
+    g.add_argument("--schedule", choices=["cosine", "wsd"],
+                   help="cosine decay, or wsd: warmup, stable peak, linear decay at the end (default: cosine)")
+    g.add_argument("--decay-fraction", type=positive_float, metavar="F",
+                   help="wsd: decay over the last F of the budget, 0 < F <= 1 (default: 0.2)")
     g.add_argument("--warmup-steps", type=int)
     g.add_argument("--eval-every", type=positive_int, metavar="N", help="validate every N steps (and at the end)")
     g.add_argument("--log-every", type=positive_int, metavar="N", help="record train loss and speed every N steps")

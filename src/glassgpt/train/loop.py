@@ -1,11 +1,13 @@
 """The one training loop every stage runs on: pretraining today, chat tuning and RL next.
 
-A stage brings a model, an optimizer, a source of batches and a loss; the loop does the rest:
-the learning-rate schedule, gradient accumulation (gradients are synced between processes on
-the last micro-step only), clipping, the budget (steps or training time, whichever runs out
-first, agreed across processes so that none waits forever), the progress bar, metrics
-records, periodic evaluation and saving through hooks, and a save on Ctrl-C. It is a plain
-function, not a class to subclass: what differs between stages is passed in.
+A stage brings a model, an optimizer (one, or a `CombinedOptimizer`), a source of batches and
+a loss; the loop does the rest: the learning-rate schedule (a multiplier of each parameter
+group's own peak lr, `group["peak_lr"]`, or of `train.lr` where a group has none), gradient
+accumulation (gradients are synced between processes on the last micro-step only), clipping,
+the budget (steps or training time, whichever runs out first, agreed across processes so that
+none waits forever), the progress bar, metrics records, periodic evaluation and saving through
+hooks, and a save on Ctrl-C. It is a plain function, not a class to subclass: what differs
+between stages is passed in.
 
     loss_fn(model, batch) -> scalar loss tensor   the mean loss of one micro-batch
     next_batches() -> [batch, ...]                this process's micro-batches for one step
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from glassgpt.config import TrainConfig
 from glassgpt.runs import TrainerState
 from glassgpt.runtime import SINGLE, Distributed, Log, all_reduce, autocast, gradient_sync
-from glassgpt.train.optim import learning_rate
+from glassgpt.train.optim import Optimizer, lr_multiplier
 
 Batch = Sequence[torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -59,7 +61,7 @@ def progress(train: TrainConfig, state: TrainerState) -> float:
     return max(by_steps, by_time)
 
 
-def run_loop(model: nn.Module, optimizer: torch.optim.Optimizer, next_batches: Callable[[], list[Batch]],
+def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], list[Batch]],
              loss_fn: LossFn, train: TrainConfig, state: TrainerState, *, device: torch.device,
              dtype: torch.dtype = torch.float32, distributed: Distributed = SINGLE,
              hooks: LoopHooks | None = None, show_progress: bool = True, log: Log = print) -> LoopResult:
@@ -80,9 +82,11 @@ def run_loop(model: nn.Module, optimizer: torch.optim.Optimizer, next_batches: C
     try:
         while progress(train, state) < 1.0:
             step_start = time.perf_counter()
-            lr = learning_rate(train, state.step, progress(train, state))
+            scale = lr_multiplier(train, state.step, progress(train, state))
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                # AdamW and Muon groups follow one schedule shape, each at its own peak.
+                group["lr"] = group.get("peak_lr", train.lr) * scale
+            lr = train.lr * scale  # recorded: the AdamW groups' rate
             micro_batches = next_batches()
             loss_sum, step_tokens = 0.0, 0
             for i, batch in enumerate(micro_batches):

@@ -32,7 +32,7 @@ from glassgpt.runtime import (
     SINGLE,
     Distributed,
     Log,
-    barrier,
+    broadcast_object,
     choose_dtype,
     full_optimizer_state,
     full_state_dict,
@@ -137,19 +137,22 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         if (saved.model, saved.tokenizer, saved.data) != (config.model, config.tokenizer, config.data):
             raise GlassError("--resume continues the saved model and data: build the config with "
                              "RunConfig.for_resume (the CLI does)")
+        if saved.train.optimizer != config.train.optimizer:  # the saved state holds the other one's slots
+            raise GlassError(f"--resume continues with the saved optimizer ({saved.train.optimizer}): "
+                             "drop --optimizer, or train a new run")
     _start_folder(run, resume, distributed)
     seed_everything(config.train.seed)
 
     # Rank 0 builds the tokenizer (BPE training need not be reproducible across processes) and
-    # saves it; the others read it back.
+    # sends it to the others, which need no shared filesystem.
     tokenizer = run.load_tokenizer() if resume else None
-    if tokenizer is None and not distributed.is_main:
-        barrier(distributed)
-        tokenizer = run.load_tokenizer()
+    if distributed.enabled and not resume:
+        if not distributed.is_main:
+            tokenizer = Tokenizer.from_json(str(broadcast_object(None, distributed)), "rank 0's tokenizer")
     data = prepare_data(config, tokenizer, cache_dir, show_progress, log)
     if not resume and distributed.is_main:
         run.save_tokenizer(data.tokenizer)
-        barrier(distributed)
+        broadcast_object(data.tokenizer.to_json(), distributed)
     tokenizer = data.tokenizer
     if config.model.vocab_size != tokenizer.vocab_size:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))

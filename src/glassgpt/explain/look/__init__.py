@@ -2,7 +2,7 @@
 
 Three layers, each over the one below:
 
-* `glassgpt.explain.look.trace` captures one forward pass with hooks (the model has no visualisation code);
+* `trace` captures one forward pass with hooks (the model has no visualisation code);
 * `views` turns captures into the numbers of each view, as small dataclasses of plain values
   and numpy arrays (no printing, no drawing);
 * `text` renders a view for the terminal, `draw` renders it as a PNG (matplotlib, headless).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,22 +26,24 @@ def _train(out: Path, data: Path, batch_size: int, steps: int) -> list[str]:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "GLASSGPT_CACHE": str(tmp_path / "cache")}
+    # One thread everywhere, as torchrun gives each worker: the one-process reference then sums
+    # in a fixed order too, whatever else the machine is running.
+    return {**os.environ, "GLASSGPT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
 
-def test_two_processes_with_batch_b_equal_one_with_batch_2b(tmp_path: Path, small_text_dir: Path):
-    env = _env(tmp_path)
-    one = subprocess.run([sys.executable, *_train(tmp_path / "one", small_text_dir, 8, 8)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([*TORCHRUN, *_train(tmp_path / "two", small_text_dir, 4, 8)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr
-    assert "2 processes (DDP)" in two.stdout
-    assert two.stdout.count("final validation") == 1  # only rank 0 prints
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory, small_text_dir: Path) -> Path:
+    """8 steps of the tiny preset in one process with batch 8."""
+    tmp = tmp_path_factory.mktemp("one")
+    done = subprocess.run([sys.executable, *_train(tmp / "run", small_text_dir, 8, 8)], env=_env(tmp),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return tmp / "run"
 
-    a, b = RunFolder(tmp_path / "one").read_metrics(), RunFolder(tmp_path / "two").read_metrics()
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 9))
+
+def _assert_same_training(a_dir: Path, b_dir: Path) -> None:
+    a, b = RunFolder(a_dir).read_metrics(), RunFolder(b_dir).read_metrics()
+    assert [r["step"] for r in a] == [r["step"] for r in b]
     # Stated tolerance: the same windows and the same averaged gradients, summed in a different
     # order (two processes, one thread each), so only float rounding differs.
     for x, y in zip(a, b, strict=True):
@@ -48,10 +51,35 @@ def test_two_processes_with_batch_b_equal_one_with_batch_2b(tmp_path: Path, smal
         assert x["tokens_seen"] == y["tokens_seen"]
         if "val_loss" in x:
             assert abs(x["val_loss"] - y["val_loss"]) < 1e-4
-    first, second = load_run(tmp_path / "one").model, load_run(tmp_path / "two").model
+    first, second = load_run(a_dir).model, load_run(b_dir).model
     for (name, p), q in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         torch.testing.assert_close(q, p, atol=1e-5, rtol=0, msg=name)
-    assert a[-1]["train_loss"] < a[0]["train_loss"] - 0.3  # it trained
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_with_batch_b_equal_one_with_batch_2b(tmp_path: Path, small_text_dir: Path,
+                                                            one_process: Path, sharding: str):
+    flags = ["--fsdp"] if sharding == "fsdp" else []
+    two = subprocess.run([*TORCHRUN, *_train(tmp_path / "two", small_text_dir, 4, 8), *flags], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert f"2 processes ({sharding.upper()})" in two.stdout
+    assert two.stdout.count("final validation") == 1  # only rank 0 prints
+    assert [r["step"] for r in RunFolder(tmp_path / "two").read_metrics()] == list(range(1, 9))
+    _assert_same_training(one_process, tmp_path / "two")
+    metrics = RunFolder(tmp_path / "two").read_metrics()
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 0.3  # it trained
+
+    if sharding == "fsdp":
+        # A sharded run's checkpoint resumes in one process like a one-process checkpoint does.
+        shutil.copytree(one_process, tmp_path / "one")
+        for run in (tmp_path / "one", tmp_path / "two"):
+            resume = ["-m", "glassgpt", "train", "--out", str(run), "--resume", "--max-steps", "10", "--batch-size", "8",
+                      "--device", "cpu", "--no-progress"]
+            done = subprocess.run([sys.executable, *resume], env=_env(tmp_path), capture_output=True, text=True,
+                                  timeout=300)
+            assert done.returncode == 0, done.stderr
+        _assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
 def _children(pid: int) -> list[int]:

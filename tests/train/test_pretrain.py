@@ -83,23 +83,11 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path, small_text_dir: Path,
-                                                          monkeypatch: pytest.MonkeyPatch):
+                                                          interrupted_at_step):
     config = tiny_config(small_text_dir, max_steps=24, save_every=8, eval_every=8)
     straight = pretrain(config, tmp_path / "straight", **QUIET)
 
-    real_next_step = WindowSampler.next_step
-    calls = {"n": 0}
-
-    def next_step_then_interrupt(self):
-        calls["n"] += 1
-        if calls["n"] == 17:
-            raise KeyboardInterrupt  # like Ctrl-C in the middle of step 17
-        return real_next_step(self)
-
-    monkeypatch.setattr(WindowSampler, "next_step", next_step_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(config, tmp_path / "resumed", **QUIET)
-    monkeypatch.setattr(WindowSampler, "next_step", real_next_step)
+    interrupted_at_step(config, tmp_path / "resumed", 17)  # Ctrl-C in the middle of step 17
     assert load_run(tmp_path / "resumed").step == 16  # Ctrl-C saved the last finished step
 
     resumed_config = RunFolder(tmp_path / "resumed").load_config().for_resume(train={"max_steps": 24})

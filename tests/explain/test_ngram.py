@@ -9,12 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
 
 from glassgpt.cli import main
-from glassgpt.data.corpus import builtin_documents, split_documents
+from glassgpt.data.corpus import builtin_documents, load_documents, split_documents
 from glassgpt.errors import GlassError
+from glassgpt.evaluate import bits_per_byte
 from glassgpt.explain import ngram
+from pixels import (  # the pixel helpers of the picture tests
+    assert_markers,
+    autoscaled,
+    axes_box,
+    bars,
+    cell_centres,
+    cmap_value,
+    colour_mask,
+    frames,
+    read_rgb,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +37,6 @@ def austen() -> str:
 def small_split(austen: str) -> tuple[list[str], list[str]]:
     """200 kB of Austen for training, the next 20 kB for validation."""
     return [austen[:200_000]], [austen[200_000:220_000]]
-
-
-def assert_picture(path: Path, min_width: int = 300) -> None:
-    """The PNG exists, has a real size and is not blank."""
-    image = imread(path)
-    assert image.shape[1] >= min_width and image.shape[0] >= 200
-    assert float(image[..., :3].std()) > 0.05
 
 
 def test_counts_are_exact_counts_of_every_kgram():
@@ -192,7 +196,7 @@ def test_word_counts_at_the_default_order_equal_a_counter(real_words, word_ids):
     grams = {k: windows(moved, k) for k in range(1, 5)}
     assert_counts_equal_a_counter(counts, grams)
     model = counts.model(4)
-    contexts = [c for c in list(following(grams[4]))[::500]]
+    contexts = list(following(grams[4]))[::500]
     assert_distributions(model, grams[4], contexts, [(0xFFFF, 3, 5)])
 
 
@@ -272,9 +276,23 @@ def test_word_bits_per_byte_count_unknown_words_honestly(small_split):
     words = ngram.WordNGrams(train, 2)
     unseen = "Zyxwvut qqqqq blorfing the house of Mr. Flumbert.\n"
     scores = words.bits_per_byte([val[0], unseen])
-    assert all(math.isfinite(s.bits_per_byte) and s.bits_per_byte > 0 for s in scores)
     assert scores[1].bits_per_byte < scores[0].bits_per_byte  # context helps
-    assert 0 < scores[0].unk_rate < 0.2
+    tokens = ngram.word_tokens(val[0]) + ngram.word_tokens(unseen)
+    unknown = [t for t in tokens if t not in words.index]
+    assert scores[0].tokens == len(tokens) and scores[0].unk_rate == len(unknown) / len(tokens)
+    # The score of the short text, worked out token by token: -log2 P(token | the token before,
+    # within the text) for every token (<unk> for an unknown one), plus the bits that spell out
+    # each unknown token, over the text's UTF-8 bytes.
+    tokens = ngram.word_tokens(unseen)
+    ids = [words.index.get(t, 0) for t in tokens]
+    model = words.model(2)
+    bits = sum(
+        -math.log2(model.distribution(ids[max(0, i - 1) : i])[ids[i]]) for i in range(len(ids))
+    )
+    bits += sum(words.spelling.bits(t) for t in tokens if t not in words.index)
+    alone = words.bits_per_byte([unseen], orders=[2])[0]
+    assert alone.bits_per_byte == pytest.approx(bits / len(unseen.encode("utf-8")), rel=1e-12)
+    assert alone.unk_rate == ids.count(0) / len(ids) > 0.2  # Zyxwvut, qqqqq, blorfing, ...
     # the spelling model is a proper distribution over bytes and "end of token"
     assert np.exp2(words.spelling.log2_byte).sum() == pytest.approx(1.0)
     # an unknown word costs more than a common one
@@ -359,6 +377,99 @@ def test_bad_input_is_a_glass_error(make):
         make()
 
 
+# ----------------------------------------------------------------------------------------------
+# The command's pictures, read back and compared with the numbers they draw
+# ----------------------------------------------------------------------------------------------
+
+
+def split_texts(path: Path) -> tuple[list[str], list[str]]:
+    """The training and validation texts the command makes of a --data file."""
+    split = split_documents(load_documents(str(path)))
+    return [d.text for d in split.train], [d.text for d in split.val]
+
+
+Row = tuple[int, int, float]  # n, distinct contexts, validation bits per byte
+
+
+def model_rows(
+    train: list[str], val: list[str], max_n: int, words_max_n: int
+) -> tuple[list[Row], list[Row]]:
+    """The numbers of the command's model table, worked out again."""
+    chars, words = ngram.CharNGrams(train, max_n), ngram.WordNGrams(train, words_max_n)
+    char_bpb = chars.bits_per_byte(val)
+    word_bpb = [s.bits_per_byte for s in words.bits_per_byte(val)]
+    return (
+        [(n, chars.model(n).contexts, char_bpb[n - 1]) for n in range(1, max_n + 1)],
+        [(n, words.model(n).contexts, word_bpb[n - 1]) for n in range(1, words_max_n + 1)],
+    )
+
+
+def assert_letters_png(path: Path, letters: ngram.LetterStats) -> None:
+    """A bar per letter a..z in its place, as tall as its frequency (y from 0 to 1.05 x the
+    largest); a bar under 5 pixels may be too short to find."""
+    image = read_rgb(path)
+    box = axes_box(image)
+    top, bottom, _, _ = box
+    heights = letters.probabilities / (1.05 * letters.probabilities.max()) * (bottom - top)
+    middles, _ = autoscaled(box, np.arange(26), np.zeros(26), [-0.4, 25.4], [0, 1])
+    found = bars(colour_mask(image, "#3b6ea8", tol=0.05), box, horizontal=False)
+    assert sum(h >= 5 for h in heights) <= len(found) <= 26
+    for middle, first, last in found:
+        i = int(np.argmin(np.abs(middles - middle)))
+        assert abs(middles[i] - middle) <= 3, (middle, middles)
+        assert bottom - last <= 3, (letters.letters[i], last)
+        assert abs((bottom - first) - heights[i]) <= 2.5, (letters.letters[i], first, heights[i])
+
+
+def assert_pairs_png(path: Path, pairs: ngram.PairStats) -> None:
+    """27 x 27 cells, row = first letter: blank exactly where the pair was never seen, elsewhere
+    coloured (viridis, log scale from 1e-4 to 1) by P(second | first)."""
+    image = read_rgb(path)
+    box = frames(image)[0]  # the colour bar is too narrow to be a frame
+    probs = pairs.conditional
+    for i, row in enumerate(cell_centres(box, 27, 27)):
+        for j, (y, x) in enumerate(row):
+            pair = pairs.symbols[i] + pairs.symbols[j]
+            if pairs.counts[i, j] == 0:
+                assert image[y, x].min() > 0.97, pair
+                continue
+            value, miss = cmap_value(image[y, x], "viridis")
+            expected = (np.log10(max(probs[i, j], 1e-4)) + 4) / 4
+            assert miss < 0.02 and abs(value - expected) < 0.01, (pair, value, expected)
+
+
+def assert_models_png(
+    path: Path, char_rows: list[Row], word_rows: list[Row], gpt_bpb: float | None = None
+) -> None:
+    """Left: distinct contexts per n (log scale); right: bits per byte per n; characters as blue
+    circles, words as orange squares; the GPT, when given, as a red line at its bits per byte."""
+    image = read_rgb(path)
+    panels = frames(image)
+    assert len(panels) == 2
+    every = len(char_rows) + len(word_rows)
+    left = [
+        (colour, [n for n, _, _ in rows], [np.log10(max(c, 1)) for _, c, _ in rows])
+        for rows, colour in ((char_rows, "C0"), (word_rows, "C1"))
+    ]
+    assert_markers(image, panels[0], left, min_checked=every - 1)  # n = 1: one context each
+    right = [
+        (colour, [n for n, _, _ in rows], [bpb for _, _, bpb in rows])
+        for rows, colour in ((char_rows, "C0"), (word_rows, "C1"))
+    ]
+    extra = [] if gpt_bpb is None else [gpt_bpb]
+    assert_markers(image, panels[1], right, min_checked=every, extra_y=extra)
+    top, bottom, left_px, right_px = panels[1]
+    red = colour_mask(image, "crimson", tol=0.1)[top + 2 : bottom - 1, left_px + 2 : right_px - 1]
+    rows = top + 2 + np.flatnonzero(red.sum(axis=1) > 0.3 * red.shape[1])  # dashes across
+    if gpt_bpb is None:
+        assert not red.any()
+    else:
+        xs = [x for _, ns, _ in right for x in ns]
+        ys = [y for _, _, bpbs in right for y in bpbs] + extra
+        _, expected = autoscaled(panels[1], [1], [gpt_bpb], xs, ys)
+        assert len(rows) and abs(rows.mean() - expected[0]) <= 2, (rows, expected)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -402,7 +513,12 @@ def test_model_option_adds_the_gpt_and_rejects_a_non_run(austen, capsys, tmp_pat
     assert main([*argv, "--model", str(tiny_run)]) == 0
     printed = capsys.readouterr().out
     gpt_line = next(line for line in printed.splitlines() if line.startswith("GPT "))
-    assert 0 < float(gpt_line.split(": ")[1].split()[0]) < 8  # its bits per byte
+    gpt_bpb = float(gpt_line.split(": ")[1].split()[0])
+    # the GPT's bits per byte on the very validation text the n-grams were scored on ...
+    train, val = split_texts(data)
+    assert gpt_bpb == pytest.approx(bits_per_byte(tiny_run, "".join(val)).bpb, abs=6e-4)
+    # ... drawn as a red line at that height among the n-gram models' bits per byte
+    assert_models_png(tmp_path / "o" / "ngram_models.png", *model_rows(train, val, 2, 1), gpt_bpb)
 
 
 def test_command_prints_tables_and_writes_pictures(austen, capsys, tmp_path):
@@ -415,5 +531,7 @@ def test_command_prints_tables_and_writes_pictures(austen, capsys, tmp_path):
     assert "Letter frequencies" in printed and "q→u 100%" in printed
     assert "Kneser-Ney" in printed and "val bits/byte" in printed
     assert "char n=5: The" in printed and "word n=2: The" in printed
-    for name in ("letters.png", "pairs.png", "ngram_models.png"):
-        assert_picture(out / name)
+    train, val = split_texts(data)
+    assert_letters_png(out / "letters.png", ngram.letter_frequencies(train))
+    assert_pairs_png(out / "pairs.png", ngram.letter_pairs(train))
+    assert_models_png(out / "ngram_models.png", *model_rows(train, val, 5, 2))

@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-import matplotlib.image
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -15,9 +15,23 @@ from glassgpt.cli import main
 from glassgpt.config import ModelConfig, RunConfig, TokenizerConfig
 from glassgpt.engine import Engine, next_token_probabilities
 from glassgpt.explain.look import views
+from glassgpt.explain.look.text import visible
 from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, load_run
 from glassgpt.tokenizer import Tokenizer
+from pixels import (  # the pixel helpers of the picture tests
+    Frame,
+    assert_markers,
+    autoscaled,
+    axes_box,
+    bars,
+    cell_centres,
+    cmap_value,
+    colour_mask,
+    frames,
+    read_rgb,
+    runs,
+)
 
 RIVER = "He sat on the bank of the river"
 MONEY = "She put the money in the bank"
@@ -60,19 +74,156 @@ def look_json(capsys: pytest.CaptureFixture, *args: str) -> dict:
     return json.loads(out)
 
 
-def assert_png(path: Path, min_width: int = 300, min_height: int = 200) -> None:
-    image = matplotlib.image.imread(path)
-    height, width = image.shape[:2]
-    assert width >= min_width and height >= min_height, image.shape
-    assert float(np.std(image[..., :3])) > 0.02  # not blank
-
-
 def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> None:
     assert code == 1
     assert err.startswith("glassgpt: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err + out
     for fragment in fragments:
         assert fragment in err, err
+
+
+# ----------------------------------------------------------------------------- pictures
+# Each view's PNG is read back and compared with the numbers it draws (the same view as JSON).
+
+
+def assert_bars(image: np.ndarray, box: Frame, colour: str, values, x_max: float) -> list:
+    """Horizontal bars from x = 0 (the left spine) to x_max (the right one), largest first: a
+    bar per value, in order, each ending where its value is (a bar under 5 pixels may be too
+    short to find, one under 1.5 must not be there). Returns the bars found."""
+    top, bottom, left, right = box
+    ends = [left + v / x_max * (right - left) for v in values]
+    found = bars(colour_mask(image, colour, tol=0.05), box, horizontal=True)
+    sure = sum(end - left >= 5 for end in ends)
+    assert sure <= len(found) <= sum(end - left >= 1.5 for end in ends), (colour, found, ends)
+    for (_, first, last), end in zip(found, ends, strict=False):
+        assert first - left <= 3 and abs(last - end) <= 2.5, (colour, found, ends)
+    return found
+
+
+def assert_next_png(path: Path, data: dict) -> None:
+    """One bar chart per temperature, x from 0 to 1.12: a bar per top token in the table's order
+    (blue, orange at T = 1) as long as its probability, then a grey one for all the others."""
+    image = read_rgb(path)
+    panels = frames(image)
+    assert len(panels) == len(data["temperatures"]) == 4
+    for box, bars_t in zip(panels, data["temperatures"], strict=True):
+        colour = "tab:orange" if bars_t["temperature"] == 1 else "tab:blue"
+        found = assert_bars(image, box, colour, bars_t["probabilities"], 1.12)
+        rest = assert_bars(image, box, "lightgray", [bars_t["rest"]], 1.12)
+        if rest:  # the grey bar is the last row
+            assert all(rest[0][0] > middle for middle, _, _ in found)
+
+
+def assert_tokens_png(path: Path, data: dict) -> None:
+    """Every split's tokens as boxes in reading order, each as wide as its text in characters."""
+    image = read_rgb(path)
+    widths = [max(1, len(visible(p["text"]))) for s in data["splits"] for p in s["pieces"]]
+    lines = runs((image.min(axis=2) < 0.97).mean(axis=1) > 0.1, min_len=25)  # boxes, not text
+    found = []
+    for top, bottom in lines:
+        row = image[top + int(0.85 * (bottom - top))]  # below the text in the boxes
+        # each box's face is one flat tint; black edges part it from the next box
+        found += [b - a for a, b in runs((row.max(axis=1) > 0.5) & (row.min(axis=1) < 0.97), 3)]
+    assert len(found) == len(widths), (found, widths)
+    scale = sum(found) / sum(widths)
+    assert all(abs(f - scale * w) <= 3 for f, w in zip(found, widths, strict=True)), found
+
+
+def assert_embeddings_png(path: Path, data: dict) -> None:
+    """Bars of the neighbours' and the analogy's similarities, and the sentence similarity
+    matrix whose colours read back (viridis, from its minimum to 1) to its values."""
+    image = read_rgb(path)
+    panels = frames(image)
+    assert len(panels) == 4  # neighbours, analogy, map, sentences
+    for box, items, colour in (
+        (panels[0], data["near"][0]["neighbours"], "tab:green"),
+        (panels[1], data["analogy"]["candidates"], "tab:purple"),
+    ):
+        values = [item["similarity"] for item in items]
+        assert min(values) > 0  # bars from the left spine, x from 0 to 1
+        assert_bars(image, box, colour, values, 1.0)
+    matrix = np.array(data["sentences"]["matrix"])
+    low, n = matrix.min(), len(matrix)
+    top, bottom, left, right = panels[3]
+    for i in range(n):
+        for j in range(n):  # off the centre, where the value is written
+            y = round(top + (i + 0.2) * (bottom - top) / n)
+            x = round(left + (j + 0.2) * (right - left) / n)
+            value, miss = cmap_value(image[y, x], "viridis")
+            assert miss < 0.02, (i, j)
+            assert abs(low + value * (1 - low) - matrix[i, j]) < 0.02 * (1 - low) + 1e-6, (i, j)
+
+
+def assert_attention_png(path: Path, data: dict) -> None:
+    """One heatmap per (layer, head), row = query: every cell above the diagonal is blank
+    (causal) and every other cell's colour reads back (magma, 0..1) to its weight."""
+    image = read_rgb(path)
+    weights = np.array(data["weights"])
+    layers, heads, n, _ = weights.shape
+    panels = frames(image)
+    assert len(panels) == layers * heads
+    for k, box in enumerate(panels):
+        layer, head = divmod(k, heads)
+        for i, row in enumerate(cell_centres(box, n, n)):
+            for j, (y, x) in enumerate(row):
+                if j > i:
+                    assert image[y, x].min() > 0.97, (layer, head, i, j)
+                    continue
+                value, miss = cmap_value(image[y, x], "magma")
+                assert miss < 0.02, (layer, head, i, j)
+                assert abs(value - weights[layer, head, i, j]) < 0.01, (layer, head, i, j)
+
+
+def assert_context_png(path: Path, data: dict) -> None:
+    """The word's similarity between the sentences (black) and to each context word (its own
+    colour, one line per sentence) at each depth."""
+    image = read_rgb(path)
+    depths = range(len(data["between"]))
+    series = [("black", depths, data["between"])]
+    for k, curve in enumerate(data["towards"]):
+        colour = f"C{k}"
+        series += [
+            (colour, depths, curve["similarity"][0]),
+            (colour, depths, curve["similarity"][1]),
+        ]
+    assert_markers(image, axes_box(image), series, min_checked=2 * len(series))
+
+
+def assert_trajectory_png(path: Path, points: np.ndarray) -> None:
+    """One dot per token at its 2-D point, coloured by its place in the text (viridis)."""
+    image = read_rgb(path)
+    box = frames(image)[0]  # the colour bar is too narrow to be a frame
+    n = len(points)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, n))[:, :3]
+    cols, rows = autoscaled(box, points[:, 0], points[:, 1], points[:, 0], points[:, 1])
+    free = [
+        i
+        for i in range(n)
+        if not any(
+            abs(cols[j] - cols[i]) < 10 and abs(rows[j] - rows[i]) < 10 for j in range(i + 1, n)
+        )
+    ]
+    assert len(free) >= n // 2  # dots not covered by a later one
+    for i in free:
+        x, y = round(cols[i]), round(rows[i])
+        mask = colour_mask(image, tuple(colours[i]), tol=0.05)
+        assert mask[y - 3 : y + 4, x - 3 : x + 4].sum() >= 20, (i, x, y)
+
+
+def assert_pipeline_png(path: Path, data: dict) -> None:
+    """The residual norms' heatmap reads back (viridis, min..max) to the norms, and the top
+    probabilities are bars as long as they are (x from 0 to 1.3 x the largest + 0.02)."""
+    image = read_rgb(path)
+    panels = frames(image)
+    assert len(panels) == 4  # norms, blocks, logits, probabilities
+    norms = np.array(data["residual_norms"])
+    lo, hi = norms.min(), norms.max()
+    for i, row in enumerate(cell_centres(panels[0], *norms.shape)):
+        for j, (y, x) in enumerate(row):
+            value, miss = cmap_value(image[y, x], "viridis")
+            assert miss < 0.02 and abs(lo + value * (hi - lo) - norms[i, j]) < 0.01 * (hi - lo)
+    probs = [row["probability"] for row in data["top"]]
+    assert_bars(image, panels[3], "tab:orange", probs, min(1.0, max(probs) * 1.3 + 0.02))
 
 
 # ----------------------------------------------------------------------------- next
@@ -86,8 +237,8 @@ def test_next_table_probabilities_are_sorted_and_sum_to_one(loaded) -> None:
     assert probs == sorted(probs, reverse=True)
     assert table.rows[-1].cumulative == pytest.approx(1.0, abs=1e-5)
     assert np.allclose(np.cumsum(probs), [r.cumulative for r in table.rows], atol=1e-5)
-    for bars in table.temperatures:
-        assert sum(bars.probabilities) + bars.rest == pytest.approx(1.0, abs=1e-4)
+    for shown in table.temperatures:
+        assert sum(shown.probabilities) + shown.rest == pytest.approx(1.0, abs=1e-4)
     zero = table.temperatures[0]
     assert zero.temperature == 0 and zero.probabilities[0] == 1.0
     # Higher temperature flattens: the top token loses probability.
@@ -101,7 +252,7 @@ def test_look_next_text_json_and_png(tiny_run: Path, tmp_path: Path, capsys) -> 
     assert code == 0, err
     assert f"model: {tiny_run}" in out
     assert "rank" in out and "cum" in out and "T=1.5" in out
-    assert_png(png)
+    assert_next_png(png, look_json(capsys, "next", "The Lord is my", "--model", tiny_run)["data"])
     data = look_json(capsys, "next", "The Lord is my", "--model", tiny_run, "--top", "5")
     rows = data["data"]["rows"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
@@ -137,7 +288,7 @@ def test_look_tokens_splits_with_ours_and_gpt2(tiny_run: Path, tmp_path: Path, c
     assert [p["id"] for p in splits[1]["pieces"]] == gpt2.encode(text)
     for split in splits:
         assert "".join(p["text"] for p in split["pieces"]) == text
-    assert_png(png)
+    assert_tokens_png(png, data["data"])
     code, out, _ = look(capsys, "tokens", text, "--model", tiny_run)
     assert code == 0 and "GPT-2" in out and "·Lord" in out and "↵" in out
     assert "characters per token" in out
@@ -183,7 +334,7 @@ def test_look_embeddings_default_showcase(tiny_run: Path, tmp_path: Path, capsys
     assert "nearest neighbours of '·king'" in out
     assert "analogy man : woman :: king" in out and "expected '·queen': rank" in out
     assert "2-D map" in out and "sentence embeddings" in out
-    assert_png(png, 600, 400)
+    assert_embeddings_png(png, look_json(capsys, "embeddings", "--model", tiny_run)["data"])
 
 
 def test_a_split_word_uses_the_mean_and_says_so(loaded) -> None:
@@ -223,7 +374,7 @@ def test_look_attention_weights_are_causal_and_normalised(
     for focus in data["focus"]:
         weights = [t["weight"] for t in focus["targets"]]
         assert weights == sorted(weights, reverse=True)
-    assert_png(png, 600, 500)
+    assert_attention_png(png, data)
     code, out, err = look(
         capsys,
         "attention",
@@ -289,7 +440,7 @@ def test_look_context_measures_the_word_layer_by_layer(
     assert curves["river"]["source"] == "sentence 1" and curves["money"]["source"] == "sentence 2"
     assert np.array(curves["river"]["similarity"]).shape == (2, 4)
     assert any("comes after 'bank'" in note for note in data["notes"])
-    assert_png(png)
+    assert_context_png(png, data)
 
 
 def test_look_context_word_missing_from_a_sentence(tiny_run: Path, capsys) -> None:
@@ -322,7 +473,7 @@ def test_look_trajectory(tiny_run: Path, tmp_path: Path, capsys, loaded) -> None
     code, out, err = look(capsys, "trajectory", text, "--model", tiny_run, "--png", png)
     assert code == 0, err
     assert "cos prev" in out and "·" in out
-    assert_png(png)
+    assert_trajectory_png(png, view.points)  # the command draws the same view
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -356,8 +507,8 @@ def test_look_pipeline_text_and_png(tiny_run: Path, tmp_path: Path, capsys) -> N
         "7. choice",
     ):
         assert step in out
-    assert_png(png, 900, 300)
     data = look_json(capsys, "pipeline", "The Lord is my", "--model", tiny_run)["data"]
+    assert_pipeline_png(png, data)
     assert "probabilities" not in data and data["probability_sum"] == pytest.approx(1.0, abs=1e-5)
 
 

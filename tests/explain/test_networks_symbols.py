@@ -6,20 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from matplotlib.image import imread
 
 from glassgpt.cli import main
 from glassgpt.errors import GlassError
 from glassgpt.explain.networks import symbols as sym
+from pixels import (  # the pixel helpers of the picture tests
+    assert_line_follows,
+    axes_box,
+    cell_centres,
+    cmap_value,
+    colour_mask,
+    frames,
+    read_rgb,
+)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,42 @@ def data() -> sym.SymbolData:
     return sym.make_dataset(seed=0)
 
 
-def assert_picture(path: Path) -> None:
-    image = imread(path)
-    assert image.shape[0] >= 200 and image.shape[1] >= 300
-    assert float(image[..., :3].std()) > 0.05
+def assert_examples_png(path: Path, data: sym.SymbolData, predicted: np.ndarray) -> None:
+    """A row per symbol: its clean drawing, then its first 7 test drawings, every pixel black or
+    white as in the data; each test drawing titled in green when the answer is right, in red
+    when it is wrong."""
+    image = read_rgb(path)
+    panels = frames(image, dark=0.7)  # the drawings' frames are grey
+    assert len(panels) == 4 * 8
+    for k, box in enumerate(panels):
+        symbol, col = divmod(k, 8)
+        if col == 0:
+            want = sym.symbol_pixels(sym.NAMES[symbol])
+        else:
+            i = np.flatnonzero(data.y_test == symbol)[col - 1]
+            want = data.x_test[i]
+            title = image[box[0] - 20 : box[0] - 2, box[2] : box[3]]
+            right = predicted[i] == symbol
+            assert colour_mask(title, "green" if right else "red", tol=0.15).sum() > 5, k
+            assert not colour_mask(title, "red" if right else "green", tol=0.15).any(), k
+        cells = [image[y, x] for row in cell_centres(box, 3, 3) for y, x in row]
+        got = [1.0 if c.min() > 0.8 else -1.0 if c.max() < 0.2 else 0.0 for c in cells]
+        assert got == want.tolist(), (sym.NAMES[symbol], col, got)
+
+
+def assert_first_layer_png(path: Path, w1: np.ndarray) -> None:
+    """Each first-layer neuron's 9 weights as a 3 x 3 square (RdBu, -max|W1|..+max|W1|): every
+    cell's colour reads back to its weight."""
+    image = read_rgb(path)
+    panels = frames(image)  # the network drawing beside them has no frames
+    assert len(panels) == len(w1) == 16
+    limit = np.abs(w1).max()
+    for k, box in enumerate(panels):
+        cells = [image[y, x] for row in cell_centres(box, 3, 3) for y, x in row]
+        for j, cell in enumerate(cells):
+            value, miss = cmap_value(cell, "RdBu")
+            assert miss < 0.03, (k, j)
+            assert -limit + 2 * limit * value == pytest.approx(w1[k, j], abs=0.02 * limit), (k, j)
 
 
 def test_dataset_is_noisy_symbols_split_without_overlap(data):
@@ -106,7 +139,7 @@ def test_bad_sizes_are_glass_errors():
         sym.train(sym.make_dataset(), steps=0)
 
 
-def test_command_explains_and_writes_pictures(capsys, tmp_path):
+def test_command_explains_and_writes_pictures(capsys, tmp_path, data):
     out = tmp_path / "sym"
     assert main(["nn", "symbols", "--explain", "--example", "5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -114,8 +147,16 @@ def test_command_explains_and_writes_pictures(capsys, tmp_path):
     assert "hidden layer 1: z1 = W1 x + b1, h1 = tanh(z1)" in printed
     assert "h2 = sigmoid(z2)" in printed and "-> answer" in printed
     assert "dL/dW3" in printed and "dL/dW1" in printed
-    for name in ("symbols_loss.png", "symbols_network.png", "symbols_test.png"):
-        assert_picture(out / name)
+    # the same training again: the command's defaults (hidden 16,8, 2000 steps, lr 1, seed 0,
+    # weight decay 0.003) on the same data
+    result = sym.train(data, (16, 8), 2000, 1.0, 0, 0.003)
+    assert f"1999 {result.losses[1999]:11.4f} {result.test_losses[1999]:10.4f}" in printed
+    image = read_rgb(out / "symbols_loss.png")
+    both = np.concatenate([result.losses, result.test_losses])
+    assert_line_follows(image, axes_box(image), "C0", 1.0, result.losses, both)
+    assert_line_follows(image, axes_box(image), "C1", 0.8, result.test_losses, both)
+    assert_first_layer_png(out / "symbols_network.png", result.net.W1)
+    assert_examples_png(out / "symbols_test.png", data, sym.predict(result.net, data.x_test))
 
 
 @pytest.mark.parametrize(
