@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from glassgpt.runtime import matmul_flops
+
 
 @dataclass
 class Rate:
@@ -97,14 +99,7 @@ def cpu_name() -> str:
 
 def matmul_gflops(n: int, dtype: torch.dtype, min_seconds: float, max_calls: int = 50) -> float:
     """Best rate of an (n x n) @ (n x n) matmul over calls totalling about `min_seconds`."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b  # warm up (threads, allocator)
-    best, spent, calls = float("inf"), 0.0, 0
-    while calls == 0 or (spent < min_seconds and calls < max_calls):
-        t = seconds(lambda: a @ b)
-        best, spent, calls = min(best, t), spent + t, calls + 1
-    return 2 * n**3 / best / 1e9
+    return matmul_flops(torch.device("cpu"), dtype, n, min_seconds, max_calls) / 1e9
 
 
 def copy_bandwidth_gbs(megabytes: int, repeats: int = 5) -> float:

@@ -1,10 +1,17 @@
-"""Pick the demo preset: which shape reaches the lowest validation bits per byte in a fixed time?
+"""Pick the demo's recipe: which reaches the lowest validation bits per byte in the demo's own time?
 
-The machine this ran on was shared, so wall-clock budgets would be unfair between candidates.
-Instead: (1) measure each candidate's training speed, interleaved so they see the same load;
-(2) give each the same *time* share as a step count (steps = share * its speed / tokens per
-step); (3) train with the cosine schedule over those steps and compare final validation bits
-per byte. Usage: python benchmarks/tune_demo.py [--reference-tokens 400000] [--out DIR]
+Every candidate trains as `glassgpt demo` does (the built-in corpus and its validation split,
+fp32, a wall-clock budget of --minutes of training) and is scored by the demo's own final
+evaluation (validation bits per byte). Candidates differ from the demo preset only in the fields
+they name, and each names its optimizer and schedule, so a row means the same thing whatever the
+preset becomes. Each runs with --seeds seeds (model init and data order), interleaved: seed 0 of
+every candidate, then seed 1, ..., so a slow drift of the machine falls on all alike. Rows are
+appended to DIR/results.jsonl as they finish (a cut run keeps what it measured); the table at
+the end gives every seed's result, their mean, steps, tokens/s (over the whole run) and MFU
+(of the last logging window).
+
+The machine must be quiet (nothing else running): budgets are wall-clock.
+Usage: python benchmarks/tune_demo.py [--minutes 4] [--seeds 2] [--only NAME ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -12,83 +19,86 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
-from glassgpt.config import ModelConfig, RunConfig, TrainConfig, preset
-from glassgpt.model import GPT
-from glassgpt.train.optim import make_optimizer
+from glassgpt.config import RunConfig, preset
 from glassgpt.train.pretrain import pretrain
 
-CANDIDATES = {
-    "d192-L4-ctx128-b32 (lr 3e-3)": dict(d_model=192, n_layer=4, n_head=4, context_length=128, batch_size=32, lr=3e-3),
-    "d128-L4-ctx128-b32 (lr 3e-3)": dict(d_model=128, n_layer=4, n_head=4, context_length=128, batch_size=32, lr=3e-3),
-    "d256-L4-ctx128-b32 (lr 3e-3)": dict(d_model=256, n_layer=4, n_head=4, context_length=128, batch_size=32, lr=3e-3),
-    "d192-L4-ctx128-b16 (lr 3e-3)": dict(d_model=192, n_layer=4, n_head=4, context_length=128, batch_size=16, lr=3e-3),
-    "d192-L4-ctx128-b32 (lr 6e-3)": dict(d_model=192, n_layer=4, n_head=4, context_length=128, batch_size=32, lr=6e-3),
+ADAMW_COSINE = {"optimizer": "adamw", "schedule": "cosine"}
+MUON_WSD = {"optimizer": "muon", "schedule": "wsd"}
+
+# name -> {"model": {...}, "tokenizer": {...}, "train": {...}} changes to the demo preset.
+CANDIDATES: dict[str, dict[str, dict]] = {
+    "adamw cosine lr 3e-3 (old demo)": {"train": {**ADAMW_COSINE, "lr": 3e-3}},
+    "adamw wsd lr 3e-3": {"train": {"optimizer": "adamw", "schedule": "wsd", "lr": 3e-3}},
+    "muon wsd 0.02 / adamw 3e-3": {"train": {**MUON_WSD, "muon_lr": 0.02, "lr": 3e-3}},
+    "muon wsd 0.04 / adamw 3e-3": {"train": {**MUON_WSD, "muon_lr": 0.04, "lr": 3e-3}},
+    "muon wsd 0.02 / adamw 6e-3": {"train": {**MUON_WSD, "muon_lr": 0.02, "lr": 6e-3}},
+    "muon wsd, batch 64": {"train": {**MUON_WSD, "batch_size": 64}},
+    "muon wsd, batch 16": {"train": {**MUON_WSD, "batch_size": 16}},
+    "muon wsd, vocab 2048": {"train": MUON_WSD, "tokenizer": {"vocab_size": 2048}, "model": {"vocab_size": 2048}},
+    "muon wsd, vocab 8192": {"train": MUON_WSD, "tokenizer": {"vocab_size": 8192}, "model": {"vocab_size": 8192}},
+    "muon wsd, d256": {"train": MUON_WSD, "model": {"d_model": 256}},
+    "muon wsd, 6 layers d160": {"train": MUON_WSD, "model": {"n_layer": 6, "d_model": 160, "n_head": 5,
+                                                             "n_kv_head": 5}},
+    "muon wsd, context 256 batch 16": {"train": {**MUON_WSD, "batch_size": 16}, "model": {"context_length": 256}},
 }
 
 
-def candidate_config(spec: dict) -> RunConfig:
+def candidate_config(changes: dict[str, dict], minutes: float, seed: int) -> RunConfig:
     base = preset("demo")
-    model = dataclasses.replace(base.model, d_model=spec["d_model"], n_layer=spec["n_layer"], n_head=spec["n_head"],
-                                n_kv_head=spec["n_head"], context_length=spec["context_length"])
-    train_cfg = dataclasses.replace(base.train, batch_size=spec["batch_size"], lr=spec["lr"], time_budget_min=0.0,
-                                    dtype="fp32")
-    return dataclasses.replace(base, model=model, train=train_cfg)
-
-
-def tokens_per_second(model_config: ModelConfig, train_config: TrainConfig) -> float:
-    model = GPT(model_config)
-    optimizer = make_optimizer(model, train_config)
-    ids = torch.randint(0, model_config.vocab_size, (train_config.batch_size, model_config.context_length))
-
-    def step() -> None:
-        model(ids, targets=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()
-    start = time.perf_counter()
-    for _ in range(3):
-        step()
-    return 3 * ids.numel() / (time.perf_counter() - start)
+    train = {"dtype": "fp32", "time_budget_min": minutes, "seed": seed, "save_every": 10**6,
+             **changes.get("train", {})}
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, **changes.get("model", {})),
+        tokenizer=dataclasses.replace(base.tokenizer, **changes.get("tokenizer", {})),
+        train=dataclasses.replace(base.train, **train),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference-tokens", type=int, default=400_000,
-                        help="tokens the first candidate trains on; the others get the same time share")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--minutes", type=float, default=preset("demo").train.time_budget_min,
+                        help="training minutes per run (default: the demo's)")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="runs and results.jsonl (default: a temp folder)")
     args = parser.parse_args()
-    configs = {name: candidate_config(spec) for name, spec in CANDIDATES.items()}
-    speeds: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(3):  # interleaved, so every candidate sees the same background load
-        for name, config in configs.items():
-            speeds[name].append(tokens_per_second(config.model, config.train))
-    speed = {name: sorted(v)[1] for name, v in speeds.items()}
-    reference = next(iter(configs))
-    share_s = args.reference_tokens / speed[reference]
+    names = args.only or list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     out = args.out or Path(tempfile.mkdtemp(prefix="tune_demo_"))
-    results = []
-    for name, config in configs.items():
-        tokens_per_step = config.train.batch_size * config.model.context_length
-        steps = max(20, round(share_s * speed[name] / tokens_per_step))
-        config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, max_steps=steps, eval_every=10**6, warmup_steps=min(50, steps // 10)))
-        result = pretrain(config, out / name.split()[0] / name.split()[-1].strip("()"), show_progress=False,
-                       log=lambda _: None)
-        row = {"candidate": name, "params": result.num_parameters, "tokens_per_s": round(speed[name]),
-               "steps": steps, "val_bpb": round(result.val.bpb, 4)}
-        results.append(row)
-        print(json.dumps(row), flush=True)
-    print("\n| candidate | parameters | relative speed | steps | val bits/byte |\n|---|---|---|---|---|")
-    for row in sorted(results, key=lambda r: r["val_bpb"]):
-        print(f"| {row['candidate']} | {row['params']:,} | {row['tokens_per_s'] / speed[reference]:.2f} | "
-              f"{row['steps']} | {row['val_bpb']:.3f} |")
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"  # tokenizers and token caches are shared: only training time is budgeted
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    for seed in range(args.seeds):
+        for i, name in enumerate(names):
+            config = candidate_config(CANDIDATES[name], args.minutes, seed)
+            result = pretrain(config, out / f"c{i}-s{seed}", cache_dir=cache, show_progress=False, log=lambda _: None)
+            row = {"candidate": name, "seed": seed, "minutes": args.minutes, "params": result.num_parameters,
+                   "steps": result.step,
+                   "tokens_per_s": round(result.step * config.train.batch_size * config.model.context_length
+                                         / max(result.elapsed_s, 1e-9)),
+                   "mfu": round(result.mfu or 0.0, 3), "val_bpb": round(result.val.bpb, 4)}
+            results[name].append(row)
+            with open(out / "results.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+    print(f"\n{args.minutes:g} minutes of training per run, {args.seeds} seeds; lower is better\n")
+    print("| candidate | parameters | steps | tokens/s | MFU | val bits/byte per seed | mean |")
+    print("|---|---|---|---|---|---|---|")
+    for name in sorted(names, key=lambda n: statistics.mean(r["val_bpb"] for r in results[n])):
+        rows = results[name]
+        print(f"| {name} | {rows[0]['params']:,} | {round(statistics.mean(r['steps'] for r in rows))} | "
+              f"{round(statistics.mean(r['tokens_per_s'] for r in rows)):,} | "
+              f"{statistics.mean(r['mfu'] for r in rows):.0%} | "
+              f"{' / '.join(format(r['val_bpb'], '.3f') for r in rows)} | "
+              f"{statistics.mean(r['val_bpb'] for r in rows):.3f} |")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def _report(result: TrainResult, samples: list[Sample], ngram_bpb: float) -> str
         "# glassgpt demo report",
         "",
         f"- model: {result.num_parameters:,} parameters, trained {result.step:,} steps "
-        f"in {result.elapsed_s:.0f} s ({result.tokens_per_s:,.0f} tokens/s at the end)",
+        f"in {result.elapsed_s:.0f} s ({result.tokens_per_s:,.0f} tokens/s at the end"
+        + (f", {result.mfu:.0%} of the measured matmul peak)" if result.mfu is not None else ")"),
     ]
     if val is not None:
         lines.append(f"- final validation: **{val.bpb:.3f} bits per byte** (loss {val.loss:.3f} nats/token, "

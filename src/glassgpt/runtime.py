@@ -100,6 +100,29 @@ def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
 
 
+def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                 min_seconds: float = 0.2, max_calls: int = 50) -> float:
+    """The best rate (FLOP/s) of an (n x n) @ (n x n) matmul on this device: the peak that model
+    FLOP utilisation (MFU) is measured against. n defaults to 1024 on CPUs, 8192 on GPUs."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+
+    def one_call() -> float:
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    one_call()  # warm up (threads, allocator, kernels)
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls == 0 or (spent < min_seconds and calls < max_calls):
+        t = one_call()
+        best, spent, calls = min(best, t), spent + t, calls + 1
+    return 2 * n**3 / best
+
+
 def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed precision for `dtype` (nothing to do for fp32)."""
     if dtype == torch.float32:

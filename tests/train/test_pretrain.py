@@ -15,7 +15,7 @@ from glassgpt.evaluate import evaluate, token_byte_lengths
 from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, TrainerState, load_run
 from glassgpt.tokenizer import Tokenizer
-from glassgpt.train.loop import run_loop
+from glassgpt.train.loop import run_loop, speed_text
 from glassgpt.train.optim import learning_rate
 from glassgpt.train.pretrain import next_token_loss, pretrain
 
@@ -218,3 +218,30 @@ def test_bits_per_byte_is_loss_over_ln2_over_bytes_per_token():
     expected = result.loss * len(targets) / math.log(2) / target_bytes
     assert result.tokens == len(targets)
     assert result.bpb == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "small"])
+def test_flops_per_token_equals_torch_flop_counter_on_a_training_step(name: str):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = preset(name).model
+    model = GPT(config)
+    ids = torch.randint(0, config.vocab_size, (2, config.context_length))
+    # The math attention kernel and the full-logits loss are made of the plain matmuls torch's
+    # counter knows (it skips CPU flash attention and the chunked loss's in-place addmm_); the
+    # attention products count at full, not causal-halved, size there as in our formula.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(ids).logits.sum().backward()
+    assert counter.get_total_flops() == config.flops_per_token() * ids.numel()
+
+
+def test_records_carry_model_flops_and_mfu(tiny_run: Path):
+    config = RunFolder(tiny_run).load_config().model
+    records = [r for r in RunFolder(tiny_run).read_metrics() if "tokens_per_s" in r]
+    assert records and all({"model_gflops_per_s", "mfu"} <= r.keys() for r in records)
+    for r in records:
+        assert r["model_gflops_per_s"] == pytest.approx(r["tokens_per_s"] * config.flops_per_token() / 1e9, abs=0.01)
+        assert 0 < r["mfu"] < 2  # a share of a peak measured on the same device
+    assert speed_text(6512.4, 14e6, 140e9) == "6,512 tok/s, 91 GFLOP/s, 65% MFU"
+    assert speed_text(6512.4, 0, 0) == "6,512 tok/s"

@@ -14,6 +14,9 @@ between stages is passed in.
     hooks.evaluate(is_last) -> {name: value}      validation numbers (every process calls it)
     hooks.save(state, interrupted)                write a checkpoint (every process calls it)
     hooks.record(record)                          keep a metrics record (rank 0 only)
+
+Given the model's training FLOPs per token and the peak FLOP/s of all processes together, each
+record also says how fast the model trains in FLOP/s and as model FLOP utilisation (MFU).
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ class LoopResult:
     state: TrainerState
     last_eval: dict[str, float] | None
     tokens_per_s: float
+    mfu: float | None = None  # of the last logging window, when the peak was given
+
+
+def speed_text(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> str:
+    """'6,512 tok/s, 95 GFLOP/s, 68% MFU' (the FLOP parts only when they are known)."""
+    text = f"{tokens_per_s:,.0f} tok/s"
+    if flops_per_token > 0:
+        text += f", {tokens_per_s * flops_per_token / 1e9:,.0f} GFLOP/s"
+        if peak_flops > 0:
+            text += f", {tokens_per_s * flops_per_token / peak_flops:.0%} MFU"
+    return text
 
 
 def progress(train: TrainConfig, state: TrainerState) -> float:
@@ -64,8 +78,12 @@ def progress(train: TrainConfig, state: TrainerState) -> float:
 def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], list[Batch]],
              loss_fn: LossFn, train: TrainConfig, state: TrainerState, *, device: torch.device,
              dtype: torch.dtype = torch.float32, distributed: Distributed = SINGLE,
-             hooks: LoopHooks | None = None, show_progress: bool = True, log: Log = print) -> LoopResult:
+             hooks: LoopHooks | None = None, show_progress: bool = True, log: Log = print,
+             flops_per_token: float = 0.0, peak_flops: float = 0.0) -> LoopResult:
     """Train `model` (plain, DDP-wrapped or sharded) from `state` until the budget is spent.
+
+    `flops_per_token`: the model's training FLOPs per token; `peak_flops`: the measured matmul
+    peak of all processes together (FLOP/s). With them, records carry FLOP/s and MFU.
 
     `state` is updated in place (step, tokens seen, training time). Evaluation and saving
     happen every `eval_every` / `save_every` steps and at the end; Ctrl-C saves, then re-raises.
@@ -122,17 +140,21 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
                     "elapsed_s": round(state.elapsed_s, 2)}
                 if grad_norm is not None:
                     record["grad_norm"] = round(float(grad_norm), 4)
+                if flops_per_token > 0:
+                    record["model_gflops_per_s"] = round(tokens_per_s * flops_per_token / 1e9, 2)
+                    if peak_flops > 0:
+                        record["mfu"] = round(tokens_per_s * flops_per_token / peak_flops, 4)
+                speed = speed_text(tokens_per_s, flops_per_token, peak_flops)
                 if is_eval and hooks.evaluate is not None:
                     last_eval = hooks.evaluate(is_last)
                     record.update({k: round(v, 5) for k, v in last_eval.items()})
                     if main:
                         bar.write(f"step {state.step:>6,} | train loss {loss_sum:.3f} | "
-                                  f"{hooks.describe_eval(last_eval)} | {tokens_per_s:,.0f} tok/s")
+                                  f"{hooks.describe_eval(last_eval)} | {speed}")
                 window_tokens, window_start = 0, time.perf_counter()  # evaluation is not training time
                 if main and hooks.record is not None:
                     hooks.record(record)
-                bar.set_postfix_str(f"step {state.step:,} loss {loss_sum:.3f} {tokens_per_s:,.0f} tok/s",
-                                    refresh=False)
+                bar.set_postfix_str(f"step {state.step:,} loss {loss_sum:.3f} {speed}", refresh=False)
             if hooks.save is not None and (is_last or state.step % train.save_every == 0):
                 hooks.save(state, False)
     except KeyboardInterrupt:
@@ -141,4 +163,5 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
             hooks.save(state, True)
         raise
     bar.close()
-    return LoopResult(state, last_eval, tokens_per_s)
+    mfu = tokens_per_s * flops_per_token / peak_flops if flops_per_token > 0 and peak_flops > 0 else None
+    return LoopResult(state, last_eval, tokens_per_s, mfu)

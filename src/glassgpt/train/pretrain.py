@@ -39,6 +39,7 @@ from glassgpt.runtime import (
     is_sharded,
     load_full_state,
     main_process_log,
+    matmul_flops,
     maybe_compile,
     resolve_device,
     seed_everything,
@@ -58,6 +59,7 @@ class TrainResult:
     tokens_per_s: float
     elapsed_s: float
     num_parameters: int
+    mfu: float | None = None  # model FLOP utilisation over the last logging window
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,10 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     log(f"model: {raw_model.num_parameters():,} parameters, {config.model.n_layer} layers, "
         f"d_model {config.model.d_model}, context {config.model.context_length}; "
         f"{str(dtype).removeprefix('torch.')} on {device.type}{processes}; {tokens_per_step:,} tokens/step")
+    # MFU's reference: this device's own matmul peak in the training dtype, measured now (~0.2 s).
+    peak_flops = matmul_flops(device, dtype) * distributed.world_size
+    log(f"matmul peak measured here: {peak_flops / 1e9:,.0f} GFLOP/s; the model needs "
+        f"{config.model.flops_per_token() / 1e6:,.1f} MFLOP per training token")
 
     def validate(is_last: bool) -> dict[str, float]:
         eval_tokens = 8 * t.eval_tokens if is_last else t.eval_tokens
@@ -220,13 +226,15 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         evaluate=validate, save=save, record=run.append_metrics,
         describe_eval=lambda m: f"val loss {m['val_loss']:.3f} | val bpb {m['val_bpb']:.3f}")
     result = run_loop(compiled, optimizer, sampler.next_step, next_token_loss, t, state, device=device,
-                      dtype=dtype, distributed=distributed, hooks=hooks, show_progress=show_progress, log=log)
+                      dtype=dtype, distributed=distributed, hooks=hooks, show_progress=show_progress, log=log,
+                      flops_per_token=config.model.flops_per_token(), peak_flops=peak_flops)
     log(f"saved {run.path} at step {state.step:,} ({state.elapsed_s:.0f} s of training)")
     val = None
     if result.last_eval is not None:
         val = EvalResult(result.last_eval["val_loss"], result.last_eval["val_bpb"],
                          int(result.last_eval["val_tokens"]))
-    return TrainResult(run.path, state.step, val, result.tokens_per_s, state.elapsed_s, raw_model.num_parameters())
+    return TrainResult(run.path, state.step, val, result.tokens_per_s, state.elapsed_s, raw_model.num_parameters(),
+                       result.mfu)
 
 
 def _plot_metrics(run: RunFolder) -> None:
