@@ -43,6 +43,8 @@ CANDIDATES: dict[str, dict[str, dict]] = {
     "muon wsd, d256": {"train": MUON_WSD, "model": {"d_model": 256}},
     "muon wsd, 6 layers d160": {"train": MUON_WSD, "model": {"n_layer": 6, "d_model": 160, "n_head": 5,
                                                              "n_kv_head": 5}},
+    "muon wsd 0.04 / adamw 3e-3, vocab 8192": {"train": {**MUON_WSD, "muon_lr": 0.04, "lr": 3e-3},
+                                               "tokenizer": {"vocab_size": 8192}, "model": {"vocab_size": 8192}},
     "muon wsd, context 256 batch 16": {"train": {**MUON_WSD, "batch_size": 16}, "model": {"context_length": 256}},
 }
 

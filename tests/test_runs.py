@@ -172,3 +172,16 @@ def test_a_hard_exit_while_saving_loses_nothing(tmp_path: Path, small_text_dir: 
     for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(q, p, atol=1e-6, rtol=0, msg=name)
     assert [r["step"] for r in RunFolder(out).read_metrics()] == [r["step"] for r in RunFolder(uninterrupted).read_metrics()]
+
+
+def test_a_copy_for_inference_in_bf16_loads_and_predicts_like_the_run(tiny_run: Path, tmp_path: Path):
+    copy = RunFolder(tiny_run).copy_for_inference(tmp_path / "shipped", torch.bfloat16)
+    assert not copy.has_trainer_state() and copy.metrics_path.is_file() and copy.loss_curve_path.is_file()
+    assert copy.weights_path.stat().st_size < 0.6 * RunFolder(tiny_run).weights_path.stat().st_size
+    original, shipped = load_run(tiny_run), load_run(copy.path)
+    assert shipped.step == original.step and next(shipped.model.parameters()).dtype == torch.float32
+    ids = torch.tensor([original.tokenizer.encode("It is a truth universally acknowledged")])
+    with torch.no_grad():
+        a, b = original.model(ids).logits, shipped.model(ids).logits
+    assert (a - b).abs().max() < 0.1  # bf16 rounding of the weights only
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9

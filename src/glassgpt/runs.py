@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from glassgpt.atomic import atomic_write, atomic_write_text
+from glassgpt.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from glassgpt.config import RunConfig
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
@@ -182,6 +182,21 @@ class RunFolder:
         load_weights_into(model, weights, self.weights_path)
         return LoadedRun(model.to(device).eval(), tokenizer, config, step, self.path)
 
+    def copy_for_inference(self, dest: str | os.PathLike[str], dtype: torch.dtype | None = None) -> RunFolder:
+        """A copy that generates, evaluates and looks, without the trainer state (optimizer
+        moments: twice the weights), its weights cast to `dtype` (bf16 halves them; loading
+        casts back to the model's float32). Config, tokenizer, metrics and curve come along."""
+        target = RunFolder(dest)
+        target.prepare()
+        weights, step = self.load_weights()
+        if dtype is not None:
+            weights = {name: t.to(dtype) for name, t in weights.items()}
+        target.save_weights(weights, step)
+        for name in (self.CONFIG, self.TOKENIZER, self.METRICS, self.LOSS_CURVE):
+            if (self.path / name).is_file():
+                atomic_write_bytes(target.path / name, (self.path / name).read_bytes())
+        return target
+
     # ------------------------------------------------------------------ trainer state
 
     def save_trainer_state(self, weights: Mapping[str, torch.Tensor], optimizer_state: Mapping[str, Any],
@@ -254,6 +269,23 @@ class RunFolder:
     def write_report(self, text: str) -> Path:
         atomic_write_text(self.report_path, text)
         return self.report_path
+
+
+SHIPPED_MODEL = "model"  # the trained model that ships inside the package: assets/model/
+
+
+def shipped_model() -> Path | None:
+    """The run folder of the model that ships with glassgpt, if this install has one."""
+    from glassgpt.assets import asset
+
+    folder = Path(str(asset(SHIPPED_MODEL)))
+    return folder if RunFolder(folder).is_run() else None
+
+
+def default_model(demo_dir: Path) -> Path | None:
+    """The model a command uses when none is named: the user's own demo run at `demo_dir` if
+    there is one (it is theirs, and newest), else the model shipped with glassgpt."""
+    return demo_dir if RunFolder(demo_dir).is_run() else shipped_model()
 
 
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedRun:

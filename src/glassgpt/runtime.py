@@ -101,7 +101,7 @@ def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
-                 min_seconds: float = 0.2, max_calls: int = 50) -> float:
+                 min_seconds: float = 0.5, max_calls: int = 100) -> float:
     """The best rate (FLOP/s) of an (n x n) @ (n x n) matmul on this device: the peak that model
     FLOP utilisation (MFU) is measured against. n defaults to 1024 on CPUs, 8192 on GPUs."""
     n = n or (8192 if device.type == "cuda" else 1024)
@@ -115,7 +115,8 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: in
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    one_call()  # warm up (threads, allocator, kernels)
+    for _ in range(3):  # warm up (thread pool, allocator, kernels, clock): one call was not enough
+        one_call()
     best, spent, calls = float("inf"), 0.0, 0
     while calls == 0 or (spent < min_seconds and calls < max_calls):
         t = one_call()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -11,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+import glassgpt.assets
 from glassgpt.cli import main
 from glassgpt.config import ModelConfig, RunConfig, TokenizerConfig
 from glassgpt.engine import Engine, next_token_probabilities
 from glassgpt.explain.look import views
 from glassgpt.explain.look.text import visible
 from glassgpt.model import GPT
-from glassgpt.runs import RunFolder, load_run
+from glassgpt.runs import SHIPPED_MODEL, RunFolder, load_run
 from glassgpt.tokenizer import Tokenizer
 from pixels import (  # the pixel helpers of the picture tests
     Frame,
@@ -523,10 +525,24 @@ def test_empty_and_too_long_text_are_one_line_errors(tiny_run: Path, capsys, vie
     assert_one_line_error(code, out, err, "the model's context is 64: shorten it")
 
 
-def test_no_model_and_no_demo_says_how_to_make_one(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_no_model_no_demo_and_no_shipped_model_says_how_to_make_one(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(glassgpt.assets, "asset", lambda *parts: tmp_path.joinpath("package", *parts))
     code, out, err = look(capsys, "next", "The")
     assert_one_line_error(code, out, err, "glassgpt demo")
+
+
+def test_without_model_views_read_the_demo_run_else_the_shipped_model(tiny_run: Path, char_run: Path, tmp_path: Path,
+                                                                     capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    package = tmp_path / "package"
+    shutil.copytree(tiny_run, package / SHIPPED_MODEL)
+    monkeypatch.setattr(glassgpt.assets, "asset", lambda *parts: package.joinpath(*parts))
+    code, out, _ = look(capsys, "next", "The")
+    assert code == 0 and str(package / SHIPPED_MODEL) in out  # the header says which model it read
+    shutil.copytree(char_run, tmp_path / "runs" / "demo")  # the user's own demo run comes first
+    code, out, _ = look(capsys, "next", "The")
+    assert code == 0 and str(Path("runs/demo")) in out and str(package) not in out
 
 
 def test_views_work_with_a_char_tokenizer(char_run: Path, tmp_path: Path, capsys) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from glassgpt.errors import GlassError
-from glassgpt.runs import RunFolder
+from glassgpt.runs import default_model
 from glassgpt.runtime import Distributed, resolve_device
 
 DEFAULT_RUN = Path("runs/demo")
@@ -17,17 +17,19 @@ DEFAULT_RUN = Path("runs/demo")
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
-                        help=f"run folder of a trained model (default: {DEFAULT_RUN}, made by `glassgpt demo`)")
+                        help=f"run folder of a trained model (default: {DEFAULT_RUN} made by `glassgpt demo`, "
+                             "else the model that ships with glassgpt)")
 
 
 def model_path(args: argparse.Namespace) -> Path:
-    """The --model folder, or the demo's with a clear hint when it does not exist yet."""
+    """The --model folder, else the demo's, else the shipped model, with a clear hint when none exists."""
     if args.model is not None:
         return args.model
-    if not RunFolder(DEFAULT_RUN).is_run():
-        raise GlassError(f"no --model given and no demo model at {DEFAULT_RUN}: run `glassgpt demo` first "
-                         "or pass --model RUN")
-    return DEFAULT_RUN
+    found = default_model(DEFAULT_RUN)
+    if found is None:
+        raise GlassError(f"no --model given, no demo model at {DEFAULT_RUN} and no model shipped with this install: "
+                         "run `glassgpt demo` first or pass --model RUN")
+    return found
 
 
 def cache_dir() -> Path:

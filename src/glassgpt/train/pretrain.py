@@ -195,7 +195,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     log(f"model: {raw_model.num_parameters():,} parameters, {config.model.n_layer} layers, "
         f"d_model {config.model.d_model}, context {config.model.context_length}; "
         f"{str(dtype).removeprefix('torch.')} on {device.type}{processes}; {tokens_per_step:,} tokens/step")
-    # MFU's reference: this device's own matmul peak in the training dtype, measured now (~0.2 s).
+    # MFU's reference: this device's own matmul peak in the training dtype, measured now (~0.5 s).
     peak_flops = matmul_flops(device, dtype) * distributed.world_size
     log(f"matmul peak measured here: {peak_flops / 1e9:,.0f} GFLOP/s; the model needs "
         f"{config.model.flops_per_token() / 1e6:,.1f} MFLOP per training token")
