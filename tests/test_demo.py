@@ -54,3 +54,5 @@ def test_verdict_says_which_model_wins_by_how_much():
     assert verdict(1.8, 1.92) == "the GPT is 0.120 better"
     assert verdict(2.0, 1.92).startswith("the GPT is 0.080 worse")
     assert verdict(None, 1.92) == "the GPT was not evaluated"
+    # the gap is the difference of the numbers as printed: 2.938 - 1.920, not 2.9376 - 1.9204
+    assert verdict(2.9376, 1.9204).startswith("the GPT is 1.018 worse")

@@ -77,6 +77,8 @@ def verdict(gpt_bpb: float | None, ngram_bpb: float) -> str:
     """One phrase comparing the GPT with counting (lower bits per byte is better)."""
     if gpt_bpb is None:
         return "the GPT was not evaluated"
+    # compare the numbers as printed (3 decimals), so the gap is their visible difference
+    gpt_bpb, ngram_bpb = round(gpt_bpb, 3), round(ngram_bpb, 3)
     if gpt_bpb < ngram_bpb:
         return f"the GPT is {ngram_bpb - gpt_bpb:.3f} better"
     return f"the GPT is {gpt_bpb - ngram_bpb:.3f} worse: train longer (--minutes) to overtake counting"
