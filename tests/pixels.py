@@ -208,12 +208,14 @@ def assert_line_follows(
     log: bool = True,
     tol: float = 3.0,
     xs=None,
+    end_tol: float = 3.0,
 ) -> None:
     """The line of `values` against `xs` (default 0, 1, ...; on a log y axis if `log`), drawn in
     `colour` at `alpha`, traced column by column: it runs the whole x range, and at each column
     it is within `tol` pixels of where default autoscaling over `y_all` (default: `values`)
     puts the data there (or the data one column either side, for where the line is steep).
-    At most 5% of the columns (under a legend, a crossing line) may miss."""
+    At most 5% of the columns (under a legend, a crossing line) may miss; its ends must be within
+    `end_tol` pixels of the first and last x (more where a marker covers an end)."""
     ys = np.log10(values) if log else np.asarray(values, float)
     y_all = ys if y_all is None else (np.log10(y_all) if log else np.asarray(y_all, float))
     xs = np.arange(len(ys)) if xs is None else np.asarray(xs, float)
@@ -225,7 +227,7 @@ def assert_line_follows(
     lo = np.minimum(np.interp(at - 1, cols, rows), np.interp(at + 1, cols, rows)) - tol
     hi = np.maximum(np.interp(at - 1, cols, rows), np.interp(at + 1, cols, rows)) + tol
     assert ((got < lo) | (got > hi)).mean() <= 0.05, f"the {colour} line is elsewhere"
-    assert abs(min(line) - cols[0]) <= 3 and abs(max(line) - cols[-1]) <= 3, "not x's range"
+    assert abs(min(line) - cols[0]) <= end_tol and abs(max(line) - cols[-1]) <= end_tol, "not x's range"
 
 
 def sample_at_steps(line: dict[int, float], steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

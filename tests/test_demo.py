@@ -16,7 +16,8 @@ def test_demo_trains_reports_and_samples_at_three_temperatures(tmp_path: Path, c
                                                                  monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    assert main(["demo", "--minutes", "0.25", "--out", str(out), "--no-progress"]) == 0
+    # a step budget, not a time budget: a busy machine still logs enough steps to draw a curve
+    assert main(["demo", "--minutes", "30", "--max-steps", "25", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     for temperature in ("[t=0]", "[t=0.8]", "[t=1.2]"):
         assert printed.count(temperature) == 4  # one per prompt
@@ -42,7 +43,10 @@ def test_demo_trains_reports_and_samples_at_three_temperatures(tmp_path: Path, c
     val_steps = [r["step"] for r in records if "val_loss" in r]
     val = [r["val_loss"] for r in records if "val_loss" in r]
     box = axes_box(image)
-    assert_line_follows(image, box, "tab:blue", 0.7, train, train + val, log=False, xs=steps)
+    # the last step is both logged and evaluated: its validation marker (about 5 px across the
+    # middle) hides the train line's last pixels
+    assert steps[-1] == val_steps[-1]
+    assert_line_follows(image, box, "tab:blue", 0.7, train, train + val, log=False, xs=steps, end_tol=6)
     assert_markers(image, box, [("tab:orange", val_steps, val)], 1, train, steps)
     # A second demo into the same folder must not silently destroy the first.
     assert main(["demo", "--minutes", "0.1", "--out", str(out)]) == 1

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
+import shutil
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from glassgpt.cli import main
 from glassgpt.data.corpus import builtin_documents, load_documents, split_documents
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import bits_per_byte
 from glassgpt.explain import ngram
+from glassgpt.explain.ngram_draw import GPT_COLOURS
+from glassgpt.runs import RunFolder
 from pixels import (  # the pixel helpers of the picture tests
     assert_markers,
     autoscaled,
@@ -439,10 +444,11 @@ def assert_pairs_png(path: Path, pairs: ngram.PairStats) -> None:
 
 
 def assert_models_png(
-    path: Path, char_rows: list[Row], word_rows: list[Row], gpt_bpb: float | None = None
+    path: Path, char_rows: list[Row], word_rows: list[Row], gpt_bpbs: Sequence[float] = ()
 ) -> None:
     """Left: distinct contexts per n (log scale); right: bits per byte per n; characters as blue
-    circles, words as orange squares; the GPT, when given, as a red line at its bits per byte."""
+    circles, words as orange squares; each GPT, when given, as a dashed line at its bits per byte
+    in its own colour (crimson first)."""
     image = read_rgb(path)
     panels = frames(image)
     assert len(panels) == 2
@@ -456,24 +462,26 @@ def assert_models_png(
         (colour, [n for n, _, _ in rows], [bpb for _, _, bpb in rows])
         for rows, colour in ((char_rows, "C0"), (word_rows, "C1"))
     ]
-    extra = [] if gpt_bpb is None else [gpt_bpb]
+    extra = list(gpt_bpbs)
     assert_markers(image, panels[1], right, min_checked=every, extra_y=extra)
     top, bottom, left_px, right_px = panels[1]
-    red = colour_mask(image, "crimson", tol=0.1)[top + 2 : bottom - 1, left_px + 2 : right_px - 1]
-    rows = top + 2 + np.flatnonzero(red.sum(axis=1) > 0.3 * red.shape[1])  # dashes across
-    if gpt_bpb is None:
-        assert not red.any()
-    else:
-        xs = [x for _, ns, _ in right for x in ns]
-        ys = [y for _, _, bpbs in right for y in bpbs] + extra
-        _, expected = autoscaled(panels[1], [1], [gpt_bpb], xs, ys)
-        assert len(rows) and abs(rows.mean() - expected[0]) <= 2, (rows, expected)
+    xs = [x for _, ns, _ in right for x in ns]
+    ys = [y for _, _, bpbs in right for y in bpbs] + extra
+    for i, colour in enumerate(GPT_COLOURS):
+        mask = colour_mask(image, colour, tol=0.1)[top + 2 : bottom - 1, left_px + 2 : right_px - 1]
+        rows = top + 2 + np.flatnonzero(mask.sum(axis=1) > 0.3 * mask.shape[1])  # dashes across
+        if i >= len(gpt_bpbs):
+            assert not mask.any(), colour
+            continue
+        _, expected = autoscaled(panels[1], [1], [gpt_bpbs[i]], xs, ys)
+        assert len(rows) and abs(rows.mean() - expected[0]) <= 2, (colour, rows, expected)
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--max-n", "9"], "--max-n must be 1..8"),
+        (["--model", "a"] * 5, "--model can be given at most 4 times"),
         (["--max-n", "0"], "--max-n must be 1..8"),
         (["--words-max-n", "5"], "--words-max-n must be 0..4"),
         (["--temperature", "-1"], "temperature must be"),
@@ -518,7 +526,25 @@ def test_model_option_adds_the_gpt_and_rejects_a_non_run(austen, capsys, tmp_pat
     train, val = split_texts(data)
     assert gpt_bpb == pytest.approx(bits_per_byte(tiny_run, "".join(val)).bpb, abs=6e-4)
     # ... drawn as a red line at that height among the n-gram models' bits per byte
-    assert_models_png(tmp_path / "o" / "ngram_models.png", *model_rows(train, val, 2, 1), gpt_bpb)
+    rows = model_rows(train, val, 2, 1)
+    assert_models_png(tmp_path / "o" / "ngram_models.png", *rows, [gpt_bpb])
+    # a second GPT (all weights zero: uniform over the vocabulary) gets its own line, and both
+    # go into the table of every model, best first
+    uniform = tmp_path / "uniform"
+    shutil.copytree(tiny_run, uniform)
+    weights, step = RunFolder(uniform).load_weights()
+    RunFolder(uniform).save_weights({k: torch.zeros_like(v) for k, v in weights.items()}, step)
+    assert main([*argv, "--model", str(tiny_run), "--model", str(uniform)]) == 0
+    printed = capsys.readouterr().out
+    uniform_bpb = bits_per_byte(uniform, "".join(val)).bpb
+    assert_models_png(tmp_path / "o" / "ngram_models.png", *rows, [gpt_bpb, uniform_bpb])
+    table = printed[printed.index("Counting vs networks"):].splitlines()[1:]
+    entries = [(cells[1].strip(), float(cells[2])) for cells in (line.split("|") for line in table[2:7])]
+    assert [bpb for _, bpb in entries] == sorted(bpb for _, bpb in entries)
+    names = [name for name, _ in entries]
+    assert {"character 1-gram", "character 2-gram", "word 1-gram"} < set(names)
+    assert f"GPT uniform ({RunFolder(uniform).load_config().model.num_parameters() / 1e6:.1f}M params)" in names
+    assert dict(entries)["character 2-gram"] == pytest.approx(rows[0][1][2], abs=6e-4)
 
 
 def test_command_prints_tables_and_writes_pictures(austen, capsys, tmp_path):

@@ -12,6 +12,7 @@ from glassgpt.commands.common import (
     cache_dir,
     device,
     positive_float,
+    positive_int,
 )
 from glassgpt.demo import run_demo, verdict
 from glassgpt.errors import GlassError
@@ -26,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "report.md with the loss curve, validation bits per byte and the samples.",
     )
     p.add_argument("--minutes", type=positive_float, default=4.0, help="training time (default 4)")
+    p.add_argument("--max-steps", type=positive_int, metavar="N",
+                   help="also stop after N optimizer steps (a quick check that is the same on any machine)")
     p.add_argument("--out", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     add_device_option(p)
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             raise GlassError(f"{args.out} already holds a run: pass --overwrite to replace it, or --out DIR")
         shutil.rmtree(args.out)
     result = run_demo(args.out, args.minutes, cache_dir=cache_dir(), device=device(args),
-                      show_progress=not args.no_progress)
+                      show_progress=not args.no_progress, max_steps=args.max_steps)
     current = None
     for sample in result.samples:
         if sample.prompt != current:

@@ -39,14 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--length", type=int, default=120, help="characters to generate per model (default 120)"
     )
     p.add_argument("--prompt", default="The", help="text every sample starts from (default 'The')")
-    p.add_argument("--model", metavar="RUN", help="a trained GPT run folder to compare with")
+    p.add_argument("--model", metavar="RUN", action="append", default=[],
+                   help="a trained GPT run folder to compare with (repeat for several)")
     p.add_argument("--out", default="ngram", help="folder for the PNGs (default ./ngram)")
     p.set_defaults(func=run)
 
 
 def _validate(args: argparse.Namespace) -> None:
     from glassgpt.explain.ngram import CHAR_MAX_N, WORD_MAX_N, check_temperature
+    from glassgpt.explain.ngram_draw import GPT_COLOURS
 
+    if len(args.model) > len(GPT_COLOURS):
+        raise GlassError(f"--model can be given at most {len(GPT_COLOURS)} times, got {len(args.model)}")
     if not 1 <= args.max_n <= CHAR_MAX_N:
         raise GlassError(f"--max-n must be 1..{CHAR_MAX_N}, got {args.max_n}")
     if not 0 <= args.words_max_n <= WORD_MAX_N:
@@ -65,6 +69,24 @@ def _gpt_bits_per_byte(run_dir: str, text: str) -> float:
     return bits_per_byte(run_dir, text).bpb
 
 
+def _gpt_label(run_dir: str) -> str:
+    """'GPT NAME (3.3M params)': the run folder's name and the model's size."""
+    from glassgpt.runs import RunFolder
+
+    params = RunFolder(run_dir).load_config().model.num_parameters()
+    return f"GPT {Path(run_dir).resolve().name} ({params / 1e6:.1f}M params)"
+
+
+def _comparison_table(char_rows: list, word_rows: list, gpts: list[tuple[str, float]]) -> str:
+    """A Markdown table of every model's validation bits per byte, best first."""
+    entries = [(f"character {r.n}-gram", r.bits_per_byte) for r in char_rows]
+    entries += [(f"word {r.n}-gram", r.bits_per_byte) for r in word_rows]
+    entries += gpts
+    lines = ["  | model | bits per byte |", "  |---|---:|"]
+    lines += [f"  | {name} | {bpb:.3f} |" for name, bpb in sorted(entries, key=lambda e: e[1])]
+    return "\n".join(lines)
+
+
 def _letter(ch: str) -> str:
     return "␣" if ch == " " else ch
 
@@ -81,10 +103,10 @@ def _print_rows(rows: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
-    if args.model:
-        from glassgpt.runs import RunFolder
+    from glassgpt.runs import RunFolder
 
-        RunFolder(args.model).load_config()  # a wrong --model fails now, not after all the counting
+    for run_dir in args.model:
+        RunFolder(run_dir).load_config()  # a wrong --model fails now, not after all the counting
     from glassgpt.data.corpus import load_documents, split_documents
     from glassgpt.explain import ngram
     from glassgpt.explain.ngram_draw import plot_letters, plot_ngram_comparison, plot_pairs
@@ -158,15 +180,19 @@ def run(args: argparse.Namespace) -> int:
         )
         _print_rows(word_rows)
 
-    # 4. the GPT, when given
-    gpt_bpb = None
-    if args.model:
+    # 4. the GPTs, when given
+    gpts: list[tuple[str, float]] = []
+    for run_dir in args.model:
         t0 = time.perf_counter()
-        gpt_bpb = _gpt_bits_per_byte(args.model, "".join(val))
+        gpt_bpb = _gpt_bits_per_byte(run_dir, "".join(val))
+        gpts.append((_gpt_label(run_dir), gpt_bpb))
         print(
-            f"\nGPT {args.model}: {gpt_bpb:.3f} bits per byte on the same validation text "
+            f"\nGPT {run_dir}: {gpt_bpb:.3f} bits per byte on the same validation text "
             f"({time.perf_counter() - t0:.0f} s)"
         )
+    if gpts:
+        print("\nCounting vs networks, on the same validation bytes (lower is better):")
+        print(_comparison_table(char_rows, word_rows, gpts))
 
     print(
         f"\nSamples (prompt {args.prompt!r}, seed {args.seed}, temperature {args.temperature:g}; "
@@ -180,8 +206,7 @@ def run(args: argparse.Namespace) -> int:
             char_rows,
             word_rows,
             out / "ngram_models.png",
-            gpt_bpb,
-            f"GPT ({Path(args.model or '').name})",
+            gpts,
         )
     )
     print("\nwrote " + ", ".join(str(p) for p in written))

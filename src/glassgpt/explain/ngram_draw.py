@@ -18,6 +18,8 @@ from glassgpt.explain.ngram import LetterStats, NGramRow, PairStats
 from glassgpt.plots import save_png
 
 DPI = 100
+#: One colour per GPT line in the comparison (crimson first); more GPTs than colours are not drawn.
+GPT_COLOURS = ("crimson", "darkviolet", "darkgreen", "saddlebrown")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -56,10 +58,10 @@ def plot_ngram_comparison(
     char_rows: Sequence[NGramRow],
     word_rows: Sequence[NGramRow],
     path: Path,
-    gpt_bpb: float | None = None,
-    gpt_label: str = "GPT",
+    gpts: Sequence[tuple[str, float]] = (),
 ) -> Path:
-    """Two panels: distinct contexts per n (the table explodes) and held-out bits per byte."""
+    """Two panels: distinct contexts per n (the table explodes) and held-out bits per byte, with
+    each GPT in `gpts` ((label, bits per byte) pairs) as a dashed line across the right panel."""
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_ctx, ax_bpb = fig.subplots(1, 2)
     for rows, label, marker in ((char_rows, "characters", "o"), (word_rows, "words", "s")):
@@ -75,8 +77,8 @@ def plot_ngram_comparison(
     ax_bpb.set_xlabel("n")
     ax_bpb.set_ylabel("bits per byte (validation)")
     ax_bpb.set_title("Held-out bits per byte (lower is better)")
-    if gpt_bpb is not None:
-        ax_bpb.axhline(gpt_bpb, color="crimson", linestyle="--", label=f"{gpt_label}")
+    for (label, bpb), colour in zip(gpts, GPT_COLOURS, strict=False):
+        ax_bpb.axhline(bpb, color=colour, linestyle="--", label=label)
     for ax in (ax_ctx, ax_bpb):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
