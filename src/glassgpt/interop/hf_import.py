@@ -30,6 +30,7 @@ class Family:
     """What importing one `transformers` architecture takes."""
 
     architecture: str  # the class name in config.json's "architectures"
+    model_type: str  # config.json's "model_type", for configs saved without "architectures"
     model_config: Callable[[HFConfig], ModelConfig]
     links: Callable[[ModelConfig], list[Link]]
     ignored: re.Pattern[str]  # their tensors that are not weights
@@ -37,9 +38,9 @@ class Family:
 
 
 FAMILIES = {family.architecture: family for family in (
-    Family(hf_gpt2.ARCHITECTURE, hf_gpt2.model_config_from_gpt2, hf_gpt2.gpt2_links, hf_gpt2.IGNORED,
+    Family(hf_gpt2.ARCHITECTURE, "gpt2", hf_gpt2.model_config_from_gpt2, hf_gpt2.gpt2_links, hf_gpt2.IGNORED,
            hf_gpt2.with_prefix),
-    Family(hf_llama.ARCHITECTURE, hf_llama.model_config_from_llama, hf_llama.llama_links, hf_llama.IGNORED),
+    Family(hf_llama.ARCHITECTURE, "llama", hf_llama.model_config_from_llama, hf_llama.llama_links, hf_llama.IGNORED),
 )}
 
 
@@ -59,6 +60,8 @@ def import_hf(source: str | Path, out: str | Path) -> ImportResult:
     source, target = Path(source), RunFolder(out)
     hf = read_config(source)
     family = FAMILIES.get(hf.architecture)
+    if family is None and not hf.raw.get("architectures"):
+        family = next((f for f in FAMILIES.values() if f.model_type == hf.raw.get("model_type")), None)
     if family is None:
         raise GlassError(f"{hf.source} is a {hf.architecture}, which glassgpt cannot import: "
                          f"it imports {' and '.join(FAMILIES)}")
