@@ -51,6 +51,33 @@ class ImportResult:
     config: RunConfig
 
 
+def family_of(hf: HFConfig) -> Family:
+    """The family that imports this config, or a one-line error naming what it is."""
+    family = FAMILIES.get(hf.architecture)
+    if family is None and not hf.raw.get("architectures"):
+        family = next((f for f in FAMILIES.values() if f.model_type == hf.raw.get("model_type")), None)
+    if family is None:
+        raise GlassError(f"{hf.source} is a {hf.architecture}, which glassgpt cannot import: "
+                         f"it imports {' and '.join(FAMILIES)}")
+    return family
+
+
+def convert(hf: HFConfig, their_state: dict[str, torch.Tensor],
+            where: str = "the weights") -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Our model config and state dict (for `GPT.load_state_dict`) from a `transformers` config
+    and state dict, of a model in memory (`hf_model.state_dict()`) or read from files."""
+    family = family_of(hf)
+    model_config = family.model_config(hf)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation work
+        shapes = {name: p.shape for name, p in GPT(model_config).state_dict().items()}
+    ignored = family.ignored.pattern
+    if model_config.tie_embeddings:
+        shapes.pop("lm_head.weight")  # it is the token embedding
+        ignored += r"|lm_head\.weight"  # a copy some checkpoints keep
+    weights = to_ours(family.links(model_config), family.rename(their_state), shapes, where, re.compile(ignored))
+    return model_config, weights
+
+
 def import_hf(source: str | Path, out: str | Path) -> ImportResult:
     """Write the Hugging Face model folder `source` as a new run folder `out`.
 
@@ -59,28 +86,16 @@ def import_hf(source: str | Path, out: str | Path) -> ImportResult:
     """
     source, target = Path(source), RunFolder(out)
     hf = read_config(source)
-    family = FAMILIES.get(hf.architecture)
-    if family is None and not hf.raw.get("architectures"):
-        family = next((f for f in FAMILIES.values() if f.model_type == hf.raw.get("model_type")), None)
-    if family is None:
-        raise GlassError(f"{hf.source} is a {hf.architecture}, which glassgpt cannot import: "
-                         f"it imports {' and '.join(FAMILIES)}")
+    family = family_of(hf)
     if target.is_run():
         raise GlassError(f"{target.path} already holds a run: choose a new --out folder (nothing was changed)")
-    model_config = family.model_config(hf)
+    model_config = family.model_config(hf)  # config errors before reading gigabytes of weights
     tokenizer = read_tokenizer(source)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise GlassError(f"the tokenizer in {source} has {tokenizer.vocab_size} tokens but the model has "
                          f"{model_config.vocab_size}: glassgpt needs them equal (was a tokenizer from another "
                          "model saved there?)")
-    their_state, where = read_weights(source)
-    with torch.device("meta"):  # shapes only: no memory, no initialisation work
-        shapes = {name: p.shape for name, p in GPT(model_config).state_dict().items()}
-    ignored = family.ignored.pattern
-    if model_config.tie_embeddings:
-        shapes.pop("lm_head.weight")  # it is the token embedding
-        ignored += r"|lm_head\.weight"  # a copy some checkpoints keep
-    weights = to_ours(family.links(model_config), family.rename(their_state), shapes, where, re.compile(ignored))
+    model_config, weights = convert(hf, *read_weights(source))
     config = RunConfig(model=model_config, tokenizer=TokenizerConfig(tokenizer.kind, tokenizer.vocab_size),
                        stage="import", parent=str(source.resolve()))
     target.prepare()
