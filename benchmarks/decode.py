@@ -158,7 +158,7 @@ def prompt_ids(tokenizer: Tokenizer, length: int) -> list[int]:
     return [tokenizer.bos_id, *tokenizer.encode(text[start:start + 20 * length])[:length - 1]]
 
 
-def measure(case: Case, plan: Plan, bandwidth_gbs: float, log) -> tuple[list[Row], dict[str, bool]]:
+def measure(case: Case, plan: Plan, log) -> tuple[list[Row], dict[str, bool]]:
     hf = hf_model(case)
     config, weights = convert(HFConfig(hf.config.to_dict(), case.name), hf.state_dict())
     ours = GPT(config)
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"memory read bandwidth {bandwidth:.1f} GB/s ({torch.get_num_threads()} threads)")
     rows, checks = [], {"greedy_identical": True, "token_counts": True}
     for case in plan.cases:
-        case_rows, case_checks = measure(case, plan, bandwidth, log)
+        case_rows, case_checks = measure(case, plan, log)
         rows += case_rows
         checks = {k: checks[k] and case_checks[k] for k in checks}
     ok = all(checks.values())
