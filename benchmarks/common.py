@@ -111,6 +111,15 @@ def copy_bandwidth_gbs(megabytes: int, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / best / 1e9
 
 
+def read_bandwidth_gbs(megabytes: int, repeats: int = 5) -> float:
+    """Memory read bandwidth: summing a buffer much larger than the caches reads every byte once
+    and writes almost nothing (what decoding does with the weights)."""
+    buffer = torch.ones(megabytes * 2**20 // 4)
+    buffer.sum()
+    best = min(seconds(buffer.sum) for _ in range(repeats))
+    return buffer.numel() * 4 / best / 1e9
+
+
 def probe_machine(quick: bool) -> MachineInfo:
     """Measure the fp32 and bf16 matmul peaks and the memory bandwidth.
 

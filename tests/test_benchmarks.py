@@ -88,3 +88,22 @@ def test_a_greedy_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["checks"]["greedy_identical"] is False
     assert "GREEDY MISMATCH" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decode_benchmark_quick_run_passes_its_checks(tmp_path: Path):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    decode = importlib.import_module("benchmarks.decode")
+    assert decode.main(["--quick", "--json", str(tmp_path / "decode.json")]) == 0
+    report = json.loads((tmp_path / "decode.json").read_text(encoding="utf-8"))
+    assert report["checks_ok"] and report["read_bandwidth_gbs"] > 0
+    implementations = {row["implementation"] for row in report["rows"]}
+    assert implementations == {"glassgpt fp32", "glassgpt int8 dynamic", "glassgpt int8 weight-only",
+                               "transformers fp32"}
+    assert {row["batch_size"] for row in report["rows"]} == {1, 8}
+    assert all(row["tokens_per_s"]["median"] > 0 and row["bytes_per_step"] > 0 for row in report["rows"])
+    fp32 = {row["case"]: row["bytes_per_step"] for row in report["rows"] if row["implementation"] == "glassgpt fp32"}
+    for row in report["rows"]:
+        if "int8" in row["implementation"]:  # a byte per weight instead of four
+            assert row["bytes_per_step"] < 0.3 * fp32[row["case"]]

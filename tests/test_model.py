@@ -159,3 +159,44 @@ def test_training_loss_under_bf16_autocast_matches_full_logits():
         # gradients here, and they are as far from each other.
         assert p.grad.dtype == torch.float32
         assert (p.grad - expected_grads[n]).norm() < 2e-2 * expected_grads[n].norm(), n
+
+
+GPT2_STYLE = ModelConfig(vocab_size=300, context_length=48, n_layer=2, n_head=4, d_model=64,
+                         norm="layernorm", position="learned", mlp="gelu", bias=True)
+
+
+def test_gpt2_switches_count_parameters_flops_and_cache_like_the_default():
+    """(Equality with transformers' GPT2LMHeadModel: tests/interop/test_hf_import.py.)"""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = GPT(GPT2_STYLE).eval()
+    assert model.num_parameters() == GPT2_STYLE.num_parameters()
+    assert GPT2_STYLE.mlp_hidden == 4 * 64
+    gpt2_small = ModelConfig(vocab_size=50257, context_length=1024, n_layer=12, n_head=12, d_model=768,
+                             norm="layernorm", position="learned", mlp="gelu", bias=True)
+    assert gpt2_small.num_parameters() == 124_439_808  # GPT-2 small's published count
+    ids = torch.randint(0, GPT2_STYLE.vocab_size, (2, 30))
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = KVCache(GPT2_STYLE, batch_size=2, max_length=GPT2_STYLE.context_length)
+        pieces = [model(ids[:, :10], kv_cache=cache).logits]
+        pieces += [model(ids[:, t:t + 1], kv_cache=cache).logits for t in range(10, 30)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=0)
+    # Positions matter: the same tokens in another order give other logits at the last place.
+    with torch.no_grad():
+        swapped = model(ids[:, [1, 0, *range(2, 30)]]).logits
+    assert (swapped[:, -1] - full[:, -1]).abs().max() > 1e-4
+    ids = torch.randint(0, GPT2_STYLE.vocab_size, (2, GPT2_STYLE.context_length))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model.train()(ids).logits.sum().backward()
+    assert counter.get_total_flops() == GPT2_STYLE.flops_per_token() * ids.numel()
+
+
+def test_config_rejects_unknown_switches():
+    from glassgpt.errors import GlassError
+
+    for field, value in [("norm", "batchnorm"), ("position", "alibi"), ("mlp", "relu")]:
+        with pytest.raises(GlassError, match=field):
+            ModelConfig(**{field: value})

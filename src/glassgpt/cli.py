@@ -18,6 +18,7 @@ from glassgpt.commands import (
     eval_cmd,
     export_cmd,
     generate_cmd,
+    import_cmd,
     look_cmd,
     ngram_cmd,
     nn_cmd,
@@ -27,7 +28,7 @@ from glassgpt.errors import GlassError
 
 # Every subcommand, in the order `--help` lists them; each module's `register(subparsers)`
 # adds its subcommand with `func` set.
-COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, corpus_cmd, ngram_cmd, nn_cmd, look_cmd]
+COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, import_cmd, corpus_cmd, ngram_cmd, nn_cmd, look_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,7 +25,12 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The transformer's shape: a Llama-style decoder (RMSNorm, RoPE, SwiGLU, no biases)."""
+    """The transformer's shape: a Llama-style decoder (RMSNorm, RoPE, SwiGLU, no biases) by default.
+
+    Four switches (`norm`, `position`, `mlp`, `bias`) turn it into GPT-2's architecture; they
+    exist so that GPT-2's weights can be imported (`glassgpt.interop`) and a reader sees in
+    `glassgpt.model` exactly where the two differ.
+    """
 
     vocab_size: int = 4096
     context_length: int = 256
@@ -33,10 +38,14 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int = 0  # 0 = n_head; fewer than n_head means grouped-query attention
     d_model: int = 256
-    mlp_hidden: int = 0  # 0 = about 8/3 * d_model, rounded up to a multiple of 64
+    mlp_hidden: int = 0  # 0 = about 8/3 * d_model rounded up to a multiple of 64 (SwiGLU), 4 * d_model (GELU)
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    norm: str = "rmsnorm"  # "rmsnorm" (Llama: x / rms(x) * gain) | "layernorm" (GPT-2: centred, gain and bias)
+    position: str = "rope"  # "rope" (Llama: q and k rotated) | "learned" (GPT-2: a trained vector per position)
+    mlp: str = "swiglu"  # "swiglu" (Llama: gated) | "gelu" (GPT-2: up, tanh-approximated GELU, down)
+    bias: bool = False  # biases in every linear layer but the output layer (GPT-2: True)
 
     def __post_init__(self) -> None:
         if self.n_kv_head == 0:
@@ -51,24 +60,48 @@ class ModelConfig:
             self.n_head % self.n_kv_head == 0,
             f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})",
         )
-        _require(self.head_dim % 2 == 0, f"head size d_model/n_head must be even, got {self.head_dim}")
+        _require(self.norm in ("rmsnorm", "layernorm"), f"norm must be rmsnorm or layernorm, got {self.norm!r}")
+        _require(self.position in ("rope", "learned"), f"position must be rope or learned, got {self.position!r}")
+        _require(self.mlp in ("swiglu", "gelu"), f"mlp must be swiglu or gelu, got {self.mlp!r}")
+        if self.position == "rope":
+            _require(self.head_dim % 2 == 0, f"head size d_model/n_head must be even for RoPE, got {self.head_dim}")
         _require(self.mlp_hidden >= 0, f"mlp_hidden must be >= 0, got {self.mlp_hidden}")
         if self.mlp_hidden == 0:
-            hidden = 64 * math.ceil(8 * self.d_model / 3 / 64)
+            # SwiGLU's three matrices at 8/3 x cost what GELU's two at 4x do.
+            hidden = 4 * self.d_model if self.mlp == "gelu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
             object.__setattr__(self, "mlp_hidden", hidden)
+
+    @property
+    def is_llama(self) -> bool:
+        """Llama's architecture (what `export-hf` writes): RMSNorm, RoPE and SwiGLU."""
+        return (self.norm, self.position, self.mlp) == ("rmsnorm", "rope", "swiglu")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
-    def num_parameters(self, include_embeddings: bool = True) -> int:
-        """Parameter count computed from the shape (equals the model's, tested)."""
+    def _block_matmul_parameters(self) -> int:
+        """Weights of the blocks' matrices (q/k/v, attention output, MLP), all layers."""
         d, hd = self.d_model, self.head_dim
         attn = d * (self.n_head + 2 * self.n_kv_head) * hd + self.n_head * hd * d
-        mlp = 3 * d * self.mlp_hidden
-        per_layer = attn + mlp + 2 * d
-        body = self.n_layer * per_layer + d
+        mlp = (3 if self.mlp == "swiglu" else 2) * d * self.mlp_hidden
+        return self.n_layer * (attn + mlp)
+
+    def num_parameters(self, include_embeddings: bool = True) -> int:
+        """Parameter count computed from the shape (equals the model's, tested).
+
+        Embeddings are the token table, a learned position table and an untied output layer.
+        """
+        d, hd = self.d_model, self.head_dim
+        norm = d * (2 if self.norm == "layernorm" else 1)  # gain (and bias) of one norm
+        biases = 0
+        if self.bias:
+            mlp_biases = (2 if self.mlp == "swiglu" else 1) * self.mlp_hidden + d
+            biases = (self.n_head + 2 * self.n_kv_head) * hd + d + mlp_biases
+        body = self._block_matmul_parameters() + self.n_layer * (2 * norm + biases) + norm
         embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        if self.position == "learned":
+            embeddings += self.context_length * d
         return body + (embeddings if include_embeddings else 0)
 
     def flops_per_token(self) -> int:
@@ -76,8 +109,7 @@ class ModelConfig:
 
         6 * (parameters used in matmuls) plus attention's QK^T and AV at full context.
         """
-        matmul_params = self.num_parameters(include_embeddings=False) - (2 * self.n_layer + 1) * self.d_model
-        matmul_params += self.vocab_size * self.d_model  # the output projection
+        matmul_params = self._block_matmul_parameters() + self.vocab_size * self.d_model  # + the output layer
         attention = 2 * 2 * self.n_layer * self.context_length * self.d_model
         return 6 * matmul_params + 3 * attention
 

@@ -6,6 +6,12 @@ position embeddings (RoPE), SwiGLU feed-forward, no biases, optional grouped-que
 and tied input/output embeddings. Its math equals Hugging Face `LlamaForCausalLM` with the same
 config (tests/test_model.py copies our weights across and compares logits).
 
+GPT-2 differs in four places, each a `ModelConfig` switch (see `make_norm`, `Attention.qkv_heads`,
+`FeedForward`, `GPT.forward`): LayerNorm instead of RMSNorm (`norm`), a learned vector added per
+position instead of rotating q and k (`position`), a GELU MLP instead of SwiGLU (`mlp`), and
+biases in the linear layers (`bias`). With them set, the math equals `GPT2LMHeadModel`
+(tests/interop/test_hf_import.py imports its weights and compares logits).
+
 The model never samples: `forward` returns logits, or the loss when targets are given. The
 generation loop lives in `glassgpt.engine`; it passes a `KVCache` so that each new token only
 costs one position of work. Nothing here is for visualisation: `glassgpt.explain.look.trace` uses
@@ -73,6 +79,13 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).to(x.dtype)
 
 
+def make_norm(config: ModelConfig) -> nn.Module:
+    """Llama's RMSNorm, or GPT-2's LayerNorm (also subtracts the mean, and adds a learned bias)."""
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+    return RMSNorm(config.d_model, config.norm_eps)
+
+
 def rope_tables(config: ModelConfig, length: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (length, Dh/2) of each position's rotation angle for each frequency."""
     half = config.head_dim // 2
@@ -92,36 +105,40 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Causal multi-head (or grouped-query) self-attention with rotary positions."""
+    """Causal multi-head (or grouped-query) self-attention, with rotary positions or none (GPT-2's
+    positions are added to the embeddings before the first block)."""
 
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         # One matmul for q, k and v together: fewer, larger matmuls are faster on a CPU.
-        self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim, bias=False)
-        self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=False)
+        self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim,
+                             bias=config.bias)
+        self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=config.bias)
 
-    def qkv_heads(self, x: torch.Tensor, cos: torch.Tensor,
-                  sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def qkv_heads(self, x: torch.Tensor, cos: torch.Tensor | None,
+                  sin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, D) -> q (B, H, T, Dh), k (B, K, T, Dh), v (B, K, T, Dh); q and k rotated.
 
         The one place the model makes its queries, keys and values: `forward` calls it, and so
         does `glassgpt.explain.look.trace`, so what the look views show is the model's own math.
-        cos and sin are (T, Dh/2) rows of the RoPE tables for these positions.
+        cos and sin are (T, Dh/2) rows of the RoPE tables for these positions, or None for a
+        model with learned positions (nothing to rotate).
         """
         B, T, _ = x.shape
         qk_heads = self.n_head + self.n_kv_head
         qk, v = self.qkv(x).split([qk_heads * self.head_dim, self.n_kv_head * self.head_dim], dim=-1)
-        # Rotate queries and keys together: one kernel instead of two.
-        qk = apply_rope(qk.view(B, T, qk_heads, self.head_dim), cos, sin)  # (B, T, H + K, Dh)
+        qk = qk.view(B, T, qk_heads, self.head_dim)  # (B, T, H + K, Dh)
+        if cos is not None and sin is not None:
+            qk = apply_rope(qk, cos, sin)  # queries and keys rotated together: one kernel, not two
         q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
         q = q.transpose(1, 2)  # (B, H, T, Dh)
         k = k.transpose(1, 2)  # (B, K, T, Dh)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv_heads(x, cos, sin)
@@ -149,15 +166,22 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x)), applied to each position independently."""
+    """Applied to each position independently. SwiGLU (Llama): down(silu(gate(x)) * up(x));
+    GELU (GPT-2): down(gelu(up(x))), with GELU's tanh approximation as GPT-2 was trained."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.hidden = config.mlp_hidden
-        self.gate_up = nn.Linear(config.d_model, 2 * config.mlp_hidden, bias=False)  # gate and up fused
-        self.down = nn.Linear(config.mlp_hidden, config.d_model, bias=False)
+        self.gated = config.mlp == "swiglu"
+        if self.gated:
+            self.gate_up = nn.Linear(config.d_model, 2 * config.mlp_hidden, bias=config.bias)  # gate and up fused
+        else:
+            self.up = nn.Linear(config.d_model, config.mlp_hidden, bias=config.bias)
+        self.down = nn.Linear(config.mlp_hidden, config.d_model, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gated:
+            return self.down(F.gelu(self.up(x), approximate="tanh"))
         gate, up = self.gate_up(x).split(self.hidden, dim=-1)
         return self.down(F.silu(gate) * up)
 
@@ -167,12 +191,12 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn_norm = make_norm(config)
         self.attn = Attention(config, layer)
-        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp_norm = make_norm(config)
         self.mlp = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin, kv_cache)
         x = x + self.mlp(self.mlp_norm(x))
@@ -197,22 +221,29 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.rotary = config.position == "rope"
+        if not self.rotary:  # GPT-2: one learned vector per position, added to the token's
+            self.pos_embed = nn.Embedding(config.context_length, config.d_model)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.final_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.final_norm = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        cos, sin = rope_tables(config, config.context_length)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        if self.rotary:
+            cos, sin = rope_tables(config, config.context_length)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """GPT-2-style init: N(0, 0.02); projections into the residual stream scaled down by depth."""
+        """GPT-2-style init: N(0, 0.02); projections into the residual stream scaled down by depth;
+        norm gains 1, biases 0."""
         residual_std = 0.02 / (2 * self.config.n_layer) ** 0.5
         for name, param in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(param)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(param)
             elif name.endswith(("attn.out.weight", "mlp.down.weight")):
                 nn.init.normal_(param, std=residual_std, generator=generator)
             else:
@@ -234,9 +265,12 @@ class GPT(nn.Module):
         start = kv_cache.position if kv_cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.context_length}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh/2)
-
         x = self.embed(ids)  # (B, T, D)
+        if self.rotary:
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh/2)
+        else:
+            cos = sin = None
+            x = x + self.pos_embed(torch.arange(start, start + T, device=ids.device))  # (T, D), same for every row
         for block in self.blocks:
             x = block(x, cos, sin, kv_cache)
         x = self.final_norm(x)

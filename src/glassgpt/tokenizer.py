@@ -251,11 +251,31 @@ class Tokenizer:
     def gpt2(cls) -> Tokenizer:
         """GPT-2's tokenizer (50257 ids), built from the copies shipped in the package."""
         encoder, merges = _gpt2_files()
+        return cls._gpt2_style(encoder, merges, "GPT-2's tokenizer")
+
+    @classmethod
+    def from_vocab_merges(cls, vocab_file: str | os.PathLike[str], merges_file: str | os.PathLike[str]) -> Tokenizer:
+        """A GPT-2-style tokenizer from the vocab.json + merges.txt that `transformers`'
+        GPT2Tokenizer saves (the same two files GPT-2's own `gpt2()` is built from)."""
+        source = f"tokenizer files {vocab_file} and {merges_file}"
+        try:
+            encoder = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+            lines = Path(merges_file).read_text(encoding="utf-8").splitlines()
+            merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise GlassError(f"cannot read {source} ({err}): save the tokenizer again") from None
+        if not isinstance(encoder, dict) or any(len(m) != 2 for m in merges):
+            raise GlassError(f"{source} are not GPT-2 vocab/merges files: save the tokenizer again")
+        return cls._gpt2_style(encoder, merges, source)  # type: ignore[arg-type]
+
+    @classmethod
+    def _gpt2_style(cls, encoder: dict[str, int], merges: list[tuple[str, str]], source: str) -> Tokenizer:
+        """Byte-level BPE with GPT-2's settings and its one special token, <|endoftext|>."""
         hf = HFTokenizer(models.BPE(vocab=dict(encoder), merges=list(merges)))
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         hf.decoder = decoders.ByteLevel()
         hf.add_special_tokens([GPT2_EOT])
-        return cls(hf, "gpt2")
+        return cls(hf, "gpt2", source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tokenizer:

@@ -1,13 +1,17 @@
-"""Interoperability with Hugging Face `transformers`: our weights as a `LlamaForCausalLM`.
+"""Interoperability with Hugging Face `transformers`' Llama: both ways.
 
 Our model fuses q/k/v into one projection and gate/up into another (faster on a CPU); Llama
-keeps them apart. These functions split and rename, nothing else: the math is the same.
+keeps them apart. `llama_links` is the one name map (`glassgpt.interop.weight_map`) that
+export (`to_hf_state_dict`, `export_run`) and import (`glassgpt.interop.hf_import`) both use;
+`llama_config_dict` and `model_config_from_llama` translate the config. Only the default
+architecture (RMSNorm, RoPE, SwiGLU) is Llama: exporting a GPT-2-style model is refused.
 `transformers` is imported only inside `to_hf_model`, so it stays an optional dependency.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +19,44 @@ import torch
 
 from glassgpt.config import ModelConfig
 from glassgpt.errors import GlassError
+from glassgpt.interop.hf_files import HFConfig
+from glassgpt.interop.weight_map import Link, to_theirs
+
+ARCHITECTURE = "LlamaForCausalLM"
+#: Tensors Llama checkpoints may hold that are not weights: old RoPE buffers.
+IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+
+
+def llama_links(config: ModelConfig) -> list[Link]:
+    """Which Llama module each of our modules holds (the tied output layer is the embedding)."""
+    q, kv = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
+    links = [Link("embed", ("model.embed_tokens",)), Link("final_norm", ("model.norm",))]
+    if not config.tie_embeddings:
+        links.append(Link("lm_head", ("lm_head",)))
+    for i in range(config.n_layer):
+        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
+        links += [
+            Link(ours + "attn_norm", (theirs + "input_layernorm",)),
+            Link(ours + "attn.qkv", tuple(theirs + f"self_attn.{n}_proj" for n in "qkv"), (q, kv, kv)),
+            Link(ours + "attn.out", (theirs + "self_attn.o_proj",)),
+            Link(ours + "mlp_norm", (theirs + "post_attention_layernorm",)),
+            Link(ours + "mlp.gate_up", (theirs + "mlp.gate_proj", theirs + "mlp.up_proj"),
+                 (config.mlp_hidden, config.mlp_hidden)),
+            Link(ours + "mlp.down", (theirs + "mlp.down_proj",)),
+        ]
+    return links
+
+
+def _require_llama(config: ModelConfig) -> None:
+    if not config.is_llama:
+        raise GlassError(f"this model is not Llama-shaped (norm {config.norm}, position {config.position}, "
+                         f"mlp {config.mlp}): export-hf writes Llama folders only, for models trained with "
+                         "glassgpt's default architecture")
 
 
 def llama_config_dict(config: ModelConfig) -> dict[str, Any]:
     """The `transformers` LlamaConfig fields that describe the same network as `config`."""
+    _require_llama(config)
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -33,36 +71,51 @@ def llama_config_dict(config: ModelConfig) -> dict[str, Any]:
         "rms_norm_eps": config.norm_eps,
         "rope_theta": config.rope_theta,
         "tie_word_embeddings": config.tie_embeddings,
-        "attention_bias": False,
-        "mlp_bias": False,
+        "attention_bias": config.bias,
+        "mlp_bias": config.bias,
         "hidden_act": "silu",
         "torch_dtype": "float32",
     }
 
 
+def model_config_from_llama(hf: HFConfig) -> ModelConfig:
+    """Our `ModelConfig` for a Llama `config.json`; settings our model does not implement are refused."""
+    d_model, n_head = hf.get("hidden_size", int), hf.get("num_attention_heads", int)
+    rope = hf.get("rope_parameters", dict, None) or hf.get("rope_scaling", dict, None) or {}
+    # transformers 5 keeps rope_theta inside rope_parameters, earlier versions beside it.
+    theta = rope.get("rope_theta", hf.get("rope_theta", float, 10000.0))
+    unsupported = []
+    if (kind := rope.get("rope_type", rope.get("type", "default"))) != "default":
+        unsupported.append(f"RoPE scaling {kind!r}")
+    if (head_dim := hf.get("head_dim", int, d_model // n_head)) * n_head != d_model:
+        unsupported.append(f"head_dim {head_dim} != hidden_size / num_attention_heads")
+    if (act := hf.get("hidden_act", str, "silu")) != "silu":
+        unsupported.append(f"hidden_act {act!r}")
+    if (bias := hf.get("attention_bias", bool, False)) != hf.get("mlp_bias", bool, False):
+        unsupported.append("biases in the attention or the MLP only")
+    if unsupported:
+        raise GlassError(f"{hf.source} describes a {ARCHITECTURE} with {', '.join(unsupported)}, which "
+                         "glassgpt's model does not implement: import another model")
+    return ModelConfig(
+        vocab_size=hf.get("vocab_size", int),
+        context_length=hf.get("max_position_embeddings", int),
+        n_layer=hf.get("num_hidden_layers", int),
+        n_head=n_head,
+        n_kv_head=hf.get("num_key_value_heads", int, n_head),
+        d_model=d_model,
+        mlp_hidden=hf.get("intermediate_size", int),
+        rope_theta=float(theta),
+        norm_eps=hf.get("rms_norm_eps", float, 1e-6),
+        tie_embeddings=hf.get("tie_word_embeddings", bool, False),
+        bias=bias,
+    )
+
+
 def to_hf_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     """Rename/split our state dict into Llama's parameter names."""
-    q_size = config.n_head * config.head_dim
-    kv_size = config.n_kv_head * config.head_dim
-    out = {"model.embed_tokens.weight": state["embed.weight"], "model.norm.weight": state["final_norm.weight"]}
-    if not config.tie_embeddings:
-        out["lm_head.weight"] = state["lm_head.weight"]
-    for i in range(config.n_layer):
-        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        q, k, v = state[ours + "attn.qkv.weight"].split([q_size, kv_size, kv_size], dim=0)
-        gate, up = state[ours + "mlp.gate_up.weight"].split(config.mlp_hidden, dim=0)
-        out.update({
-            theirs + "input_layernorm.weight": state[ours + "attn_norm.weight"],
-            theirs + "self_attn.q_proj.weight": q,
-            theirs + "self_attn.k_proj.weight": k,
-            theirs + "self_attn.v_proj.weight": v,
-            theirs + "self_attn.o_proj.weight": state[ours + "attn.out.weight"],
-            theirs + "post_attention_layernorm.weight": state[ours + "mlp_norm.weight"],
-            theirs + "mlp.gate_proj.weight": gate,
-            theirs + "mlp.up_proj.weight": up,
-            theirs + "mlp.down_proj.weight": state[ours + "mlp.down.weight"],
-        })
-    return {name: t.contiguous() for name, t in out.items()}
+    if config.tie_embeddings:
+        state = {name: t for name, t in state.items() if name != "lm_head.weight"}  # it is embed.weight
+    return to_theirs(llama_links(config), state)
 
 
 def to_hf_model(model: torch.nn.Module) -> Any:

@@ -2,7 +2,7 @@
 
 Two recipes (`TrainConfig.optimizer`):
   "adamw"  one AdamW for every parameter; weight decay on matrices and embeddings only.
-  "muon"   Muon for the hidden matrices (each block's qkv, out, gate_up and down weights), AdamW
+  "muon"   Muon for the hidden matrices (each block's qkv, out, gate_up (or up) and down weights), AdamW
            for the rest (embeddings, an untied output layer, the norm gains), stepped together
            as one `CombinedOptimizer`.
 
@@ -27,7 +27,7 @@ from glassgpt.runtime import unwrap
 #: The matrices Muon owns: the transformer blocks' hidden projections (not embeddings, not the
 #: output layer, not norm gains: Muon's orthogonalised update suits matrices that map hidden
 #: features to hidden features, not lookup tables or per-channel scales).
-HIDDEN_MATRIX = re.compile(r"blocks\.\d+\.(attn\.(qkv|out)|mlp\.(gate_up|down))\.weight")
+HIDDEN_MATRIX = re.compile(r"blocks\.\d+\.(attn\.(qkv|out)|mlp\.(gate_up|up|down))\.weight")
 
 
 class CombinedOptimizer:
