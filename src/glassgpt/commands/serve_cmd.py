@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from glassgpt.commands.common import device, model_path
     from glassgpt.runs import load_run
-    from glassgpt.serve.app import run_server
+    from glassgpt.serve.app import listen, run_server
     from glassgpt.serve.limits import ServeLimits
 
     if not 0 <= args.port <= 65535:
@@ -43,12 +43,17 @@ def run(args: argparse.Namespace) -> int:
     limits = ServeLimits(max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
                          max_n=args.max_n, max_queue=args.max_queue)
     path = model_path(args)
-    run_ = load_run(path, device(args))
+    sock = listen(args.host, args.port)  # first: a taken port fails before the model loads
+    try:
+        run_ = load_run(path, device(args))
+    except BaseException:
+        sock.close()
+        raise
     run_.model.float()
 
     def ready(url: str) -> None:
         print(f"glassgpt serve: {path} ({run_.config.stage}) at {url}  (OpenAI API: {url}v1, "
               "playground: that URL in a browser; Ctrl+C stops)", flush=True)
 
-    run_server(run_, args.host, args.port, limits, args.api_key, on_ready=ready)
+    run_server(run_, sock, limits, args.api_key, on_ready=ready)
     return 0

@@ -617,12 +617,12 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def run_server(run: LoadedRun, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None,
+def run_server(run: LoadedRun, sock: socket.socket, limits: ServeLimits | None = None,
                api_key: str | None = None, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve `run` until interrupted; `on_ready(url)` is called once the socket is listening."""
+    """Serve `run` on the listening socket `sock` (see `listen`) until interrupted; `on_ready(url)`
+    is called once the server accepts requests."""
     import uvicorn
 
-    sock = listen(host, port)
     app = create_app(run, limits, api_key)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
 
