@@ -313,7 +313,9 @@ def create_app(run: LoadedRun, limits: ServeLimits | None = None, api_key: str |
         yield
         served.scheduler.close()
 
-    app = FastAPI(title="glassgpt", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No /docs page: FastAPI's loads its scripts from a CDN, and nothing here needs the network.
+    # The schema itself is at /openapi.json.
+    app = FastAPI(title="glassgpt", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.served = served
 
     # -------------------------------------------------------------- errors and auth
@@ -336,7 +338,7 @@ def create_app(run: LoadedRun, limits: ServeLimits | None = None, api_key: str |
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no such endpoint: {request.url.path} (see /docs)",
+        message = {404: f"no such endpoint: {request.url.path} (see /openapi.json)",
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
         return await api_error(request, APIError(err.status_code, message, code=str(err.status_code)))
 
