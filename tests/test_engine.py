@@ -321,6 +321,34 @@ def test_on_token_can_stop_a_sample():
     assert [t for i, t in seen if i == 0] == result.samples[0].token_ids
 
 
+def test_top_logprobs_and_on_step_see_each_token_as_it_comes(engine: Engine):
+    """on_step gets the sample so far; top log-probabilities are the full forward pass's best k."""
+    sampling = SamplingConfig(temperature=0.8, max_new_tokens=6, num_samples=2, seed=4, stop_at_eos=False)
+    steps: list[tuple[int, int, float, list[tuple[int, float]]]] = []
+
+    def on_step(i: int, sample: SampleIds) -> bool:
+        steps.append((i, sample.token_ids[-1], sample.logprobs[-1], sample.top_logprobs[-1]))
+        return i == 1 and len(sample.token_ids) == 4  # on_step can stop a sample, as on_token does
+
+    ids, _ = engine.encode_prompt("The king")
+    result = engine.generate_ids(ids, sampling, top_logprobs=5, on_step=on_step)
+    plain = engine.generate_ids(ids, SamplingConfig(**{**sampling.__dict__, "max_new_tokens": 4}))
+    assert [s.finish_reason for s in result.samples] == ["length", "stop"]
+    assert result.samples[1].token_ids == plain.samples[1].token_ids  # asking for more changes no draw
+    for i, sample in enumerate(result.samples):
+        assert [(t, lp, top) for j, t, lp, top in steps if j == i] == list(
+            zip(sample.token_ids, sample.logprobs, sample.top_logprobs, strict=True))
+        context = list(ids)
+        for token, top in zip(sample.token_ids, sample.top_logprobs, strict=True):
+            reference = engine.next_token_logits(context).log_softmax(-1).topk(5)
+            assert [t for t, _ in top] == reference.indices.tolist()
+            assert [lp for _, lp in top] == pytest.approx(reference.values.tolist(), abs=1e-4)
+            context.append(token)
+    assert engine.generate_ids(ids, sampling).samples[0].top_logprobs == []  # only when asked for
+    with pytest.raises(GlassError, match="top log-probabilities"):
+        engine.generate_ids(ids, sampling, top_logprobs=-1)
+
+
 def test_multibyte_characters_split_across_tokens_stream_whole():
     tokenizer = Tokenizer.train_bpe(["plain ascii text only, " * 20], vocab_size=300)
     text = "né 😀 中文!"

@@ -22,13 +22,15 @@ from glassgpt.commands import (
     look_cmd,
     ngram_cmd,
     nn_cmd,
+    serve_cmd,
     train_cmd,
 )
 from glassgpt.errors import GlassError
 
 # Every subcommand, in the order `--help` lists them; each module's `register(subparsers)`
 # adds its subcommand with `func` set.
-COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, import_cmd, corpus_cmd, ngram_cmd, nn_cmd, look_cmd]
+COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, import_cmd, corpus_cmd, ngram_cmd, nn_cmd,
+            look_cmd, serve_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

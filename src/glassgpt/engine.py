@@ -80,6 +80,9 @@ class SampleIds:
     finish_reason: str  # "length" | "eos" | "stop_id" (another stop id) | "stop" (on_token said so)
     stop_id: int | None = None  # the stop id that ended the sample ("eos" / "stop_id")
     stop_logprob: float | None = None  # its log-probability, as for `logprobs`
+    # When asked for (`generate_ids(top_logprobs=k)`): per token id, the k most likely ids at that
+    # step with their log-probabilities, as for `logprobs` (an API's "top_logprobs").
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 @dataclass
@@ -155,7 +158,7 @@ def _inference(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-class _TextStream:
+class TextStream:
     """Incremental detokenizer for one sample: whole characters only, stop strings held back."""
 
     def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...]) -> None:
@@ -212,7 +215,9 @@ class Engine:
 
     def generate_ids(self, prompt_ids: Sequence[int], sampling: SamplingConfig,
                      stop_ids: Iterable[int] | None = None,
-                     on_token: Callable[[int, int], bool | None] | None = None) -> IdsResult:
+                     on_token: Callable[[int, int], bool | None] | None = None,
+                     top_logprobs: int = 0,
+                     on_step: Callable[[int, SampleIds], bool | None] | None = None) -> IdsResult:
         """Continue `prompt_ids` with `sampling.num_samples` samples drawn as one batch.
 
         The ids are read as given (add bos yourself); a prompt longer than the context loses
@@ -220,7 +225,10 @@ class Engine:
         `stop_ids` (plus the tokenizer's eos when `sampling.stop_at_eos`; the stop id is not
         added to the sample's ids, see `SampleIds.stop_id`), or when `on_token(sample_index,
         token_id)`, called for each id added to a sample, returns True (reason "stop"; that id
-        stays). `sampling.stop` (text) is for the text layer and is not looked at here.
+        stays). `on_step(sample_index, sample)` is the same hook with the sample so far (its last
+        entries are the new id, its log-probability and, with `top_logprobs=k`, the k most likely
+        ids of that step): what a server streaming log-probabilities needs. `sampling.stop`
+        (text) is for the text layer and is not looked at here.
         """
         ids, cropped = self.crop_prompt(list(prompt_ids))
         vocab_size = self.model.config.vocab_size
@@ -228,6 +236,8 @@ class Engine:
             raise GlassError("the prompt needs at least one token id (usually bos)")
         if bad := [i for i in ids if not 0 <= i < vocab_size]:
             raise GlassError(f"prompt token ids must be in 0..{vocab_size - 1}, got {bad[:5]}")
+        if top_logprobs < 0:
+            raise GlassError(f"top log-probabilities must be >= 0, got {top_logprobs}")
         stops = set(stop_ids or ())
         if sampling.stop_at_eos:
             stops.add(self.tokenizer.eos_id)
@@ -257,7 +267,12 @@ class Engine:
             for step in range(sampling.max_new_tokens):
                 next_ids = sample_next(logits, sampling, generator)  # (n,)
                 # The model's own log-probability: raw logits, temperature 1 (see `SampleIds`).
-                logprobs = torch.log_softmax(logits.float(), dim=-1).gather(1, next_ids[:, None])[:, 0]
+                all_logprobs = torch.log_softmax(logits.float(), dim=-1)
+                logprobs = all_logprobs.gather(1, next_ids[:, None])[:, 0]
+                if top_logprobs:
+                    best = all_logprobs.topk(min(top_logprobs, vocab_size), dim=-1)
+                    tops = [list(zip(row_ids, row_values, strict=True)) for row_ids, row_values
+                            in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
                 history = torch.cat([history, next_ids[:, None]], dim=1)
                 for i, (token, logprob) in enumerate(zip(next_ids.tolist(), logprobs.tolist(), strict=True)):
                     if finished[i]:
@@ -270,7 +285,11 @@ class Engine:
                         continue
                     sample.token_ids.append(token)
                     sample.logprobs.append(logprob)
-                    if on_token is not None and on_token(i, token):
+                    if top_logprobs:
+                        sample.top_logprobs.append(tops[i])
+                    stop = on_token is not None and on_token(i, token)
+                    stop = (on_step is not None and on_step(i, sample)) or stop
+                    if stop:
                         finished[i], sample.finish_reason = True, "stop"
                 if all(finished) or step == sampling.max_new_tokens - 1:
                     break  # no forward pass for a token that will never be used
@@ -292,7 +311,7 @@ class Engine:
         decoded as it arrives; a sample stops once its text holds one of `sampling.stop`.
         """
         prompt_ids, cropped = self.encode_prompt(prompt)
-        streams = [_TextStream(self.tokenizer, sampling.stop) for _ in range(sampling.num_samples)]
+        streams = [TextStream(self.tokenizer, sampling.stop) for _ in range(sampling.num_samples)]
 
         def on_token(i: int, token: int) -> bool:
             piece = streams[i].push(token)

@@ -17,33 +17,6 @@ from typing import Any
 
 from glassgpt.errors import GlassError
 
-DEFAULT_MAP_WORDS = [
-    "king",
-    "queen",
-    "lord",
-    "god",
-    "man",
-    "woman",
-    "father",
-    "mother",
-    "son",
-    "daughter",
-    "sea",
-    "ship",
-    "whale",
-    "water",
-    "love",
-    "heart",
-    "death",
-    "life",
-]
-DEFAULT_SENTENCES = [
-    "The king went to war with his army.",
-    "The queen sent her soldiers to battle.",
-    "The whale swam deep in the sea.",
-    "She loved him with all her heart.",
-]
-
 
 def _common(p: argparse.ArgumentParser) -> None:
     from glassgpt.commands.common import add_model_option
@@ -179,17 +152,12 @@ def _load(args: argparse.Namespace):
 def _emit(args: argparse.Namespace, info: Any, view: Any, text: str, draw: Any) -> int:
     """Print the view (text or JSON) and draw it if --png was given."""
     from glassgpt.explain.look.text import header
-    from glassgpt.explain.look.views import to_jsonable
+    from glassgpt.explain.look.views import view_json
 
     if args.png is not None:
         draw(view, args.png)
     if args.json:
-        print(
-            json.dumps(
-                {"view": args.view, "model": to_jsonable(info), "data": to_jsonable(view)},
-                ensure_ascii=False,
-            )
-        )
+        print(json.dumps(view_json(args.view, info, view), ensure_ascii=False))
         if args.png is not None:
             print(f"picture: {args.png}", file=sys.stderr)
         return 0
@@ -305,32 +273,14 @@ def run_tokens(args: argparse.Namespace) -> int:
 def run_embeddings(args: argparse.Namespace) -> int:
     from glassgpt.explain.look import draw
     from glassgpt.explain.look.text import render_embeddings
-    from glassgpt.explain.look.views import (
-        EmbeddingsView,
-        analogy,
-        nearest_neighbours,
-        sentence_similarity,
-        word_map,
-    )
+    from glassgpt.explain.look.views import embeddings_view
 
     if args.expect and not args.analogy:
         raise GlassError("--expect goes with --analogy A B C")
-    if args.top < 1:
-        raise GlassError(f"--top must be at least 1, got {args.top}")
-    everything = not (args.near or args.analogy or args.map or args.sentence)
-    near_words = args.near or (["king"] if everything else [])
-    analogy_words = args.analogy or (["man", "woman", "king"] if everything else None)
-    expect = args.expect or ("queen" if everything else None)
-    map_words = args.map or (DEFAULT_MAP_WORDS if everything else None)
-    sentences = args.sentence or (DEFAULT_SENTENCES if everything else None)
     model, tokenizer, info = _load(args)
-    view = EmbeddingsView(
-        near=tuple(nearest_neighbours(model, tokenizer, w, args.top) for w in near_words),
-        analogy=analogy(model, tokenizer, *analogy_words, expect=expect) if analogy_words else None,
-        word_map=word_map(model, tokenizer, map_words) if map_words else None,
-        sentences=sentence_similarity(model, tokenizer, sentences) if sentences else None,
-        parameters=info.parameters,
-    )
+    view = embeddings_view(model, tokenizer, near=args.near, analogy_words=args.analogy,
+                           expect=args.expect, map_words=args.map, sentences=args.sentence,
+                           top=args.top)
     return _emit(args, info, view, render_embeddings(view), draw.draw_embeddings)
 
 

@@ -35,6 +35,15 @@ from glassgpt.tokenizer import Tokenizer
 
 TEMPERATURES = (0.0, 0.5, 1.0, 1.5)
 NO_JSON = {"json": False}
+# The embeddings view's examples when it is asked for nothing in particular.
+DEFAULT_MAP_WORDS = ("king", "queen", "lord", "god", "man", "woman", "father", "mother", "son",
+                     "daughter", "sea", "ship", "whale", "water", "love", "heart", "death", "life")
+DEFAULT_SENTENCES = (
+    "The king went to war with his army.",
+    "The queen sent her soldiers to battle.",
+    "The whale swam deep in the sea.",
+    "She loved him with all her heart.",
+)
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -152,6 +161,11 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def view_json(view: str, info: Any, data: Any) -> dict[str, Any]:
+    """A view as JSON: what `glassgpt look VIEW --json` prints and what the server answers."""
+    return {"view": view, "model": to_jsonable(info), "data": to_jsonable(data)}
+
+
 # ----------------------------------------------------------------------------- words
 
 
@@ -234,8 +248,14 @@ def next_table(
     ids: list[int],
     top: int = 10,
     temperatures: tuple[float, ...] = TEMPERATURES,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> NextTable:
-    """The `top` most likely next tokens after `ids` (bos first), with cumulative probability."""
+    """The `top` most likely next tokens after `ids` (bos first), with cumulative probability.
+
+    The bars give the same tokens' probabilities at each temperature, after `top_k` / `top_p`
+    filtering as generation does it (the rows themselves are always at temperature 1, unfiltered).
+    """
     if top < 1:
         raise GlassError(f"--top must be at least 1, got {top}")
     engine = Engine(model, tokenizer)
@@ -255,7 +275,7 @@ def next_table(
     for t in temperatures:
         if t < 0:
             raise GlassError(f"temperatures must be >= 0, got {t}")
-        p_t = next_token_probabilities(logits[None], t)[0]
+        p_t = next_token_probabilities(logits[None], t, top_k, top_p)[0]
         chosen = p_t[order]
         bars.append(
             TemperatureBars(
@@ -467,6 +487,35 @@ class EmbeddingsView:
     word_map: WordMap | None
     sentences: SentenceSimilarity | None
     parameters: int
+
+
+def embeddings_view(
+    model: GPT,
+    tokenizer: Tokenizer,
+    near: list[str] | None = None,
+    analogy_words: list[str] | None = None,
+    expect: str | None = None,
+    map_words: list[str] | None = None,
+    sentences: list[str] | None = None,
+    top: int = 10,
+) -> EmbeddingsView:
+    """The parts asked for; asked for none, every part on example words (king, man : woman ::
+    king : queen, `DEFAULT_MAP_WORDS`, `DEFAULT_SENTENCES`)."""
+    if top < 1:
+        raise GlassError(f"--top must be at least 1, got {top}")
+    if analogy_words is not None and len(analogy_words) != 3:
+        raise GlassError(f"an analogy takes 3 words (A : B :: C : ?), got {len(analogy_words)}")
+    everything = not (near or analogy_words or map_words or sentences)
+    if everything:
+        near, analogy_words, expect = ["king"], ["man", "woman", "king"], expect or "queen"
+        map_words, sentences = list(DEFAULT_MAP_WORDS), list(DEFAULT_SENTENCES)
+    return EmbeddingsView(
+        near=tuple(nearest_neighbours(model, tokenizer, w, top) for w in near or ()),
+        analogy=analogy(model, tokenizer, *analogy_words, expect=expect) if analogy_words else None,
+        word_map=word_map(model, tokenizer, map_words) if map_words else None,
+        sentences=sentence_similarity(model, tokenizer, sentences) if sentences else None,
+        parameters=model.num_parameters(),
+    )
 
 
 # ----------------------------------------------------------------------------- attention
