@@ -11,6 +11,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from glassgpt.serve.app import listen
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -53,3 +55,36 @@ def test_a_taken_port_is_a_one_line_error(tiny_run: Path):
         assert out.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in out and "--port" in out
     finally:
         taken.close()
+
+
+def test_serve_quantize_int8_answers_as_the_int8_engine_does(tiny_run: Path):
+    from glassgpt.engine import Engine, SamplingConfig
+    from glassgpt.quantize import quantize_for_decoding
+    from glassgpt.runs import load_run
+
+    prompt, greedy = "It is a truth", SamplingConfig(temperature=0, max_new_tokens=12)
+    run = load_run(tiny_run)
+    float_logprobs = Engine(run.model, run.tokenizer).generate(prompt, greedy).completions[0].logprobs
+    engine = Engine(quantize_for_decoding(run.model), run.tokenizer)
+    expected = engine.generate(prompt, greedy).completions[0]
+    process = glassgpt("serve", "--model", str(tiny_run), "--port", "0", "--quantize", "int8")
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/", process.stdout.readline()).group(0)
+        body = json.dumps({"model": tiny_run.name, "prompt": prompt, "max_tokens": 12, "temperature": 0,
+                           "logprobs": 0}).encode()
+        request = urllib.request.Request(url + "v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=START_TIMEOUT_S).read())
+        choice = answer["choices"][0]
+        assert choice["text"] == expected.text
+        # the log-probabilities are the int8 model's, which differ a little from float32's
+        served = choice["logprobs"]["token_logprobs"]
+        assert served == pytest.approx(expected.logprobs, abs=1e-4)
+        assert max(abs(a - b) for a, b in zip(served, float_logprobs, strict=False)) > 1e-4
+        # the look views read the same (quantized) model
+        look = urllib.request.Request(url + "look/next", data=json.dumps({"text": prompt}).encode(),
+                                      headers={"Content-Type": "application/json"})
+        assert urllib.request.urlopen(look, timeout=START_TIMEOUT_S).status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""Options and lookups shared by several subcommands (model folder, cache folder, device)."""
+"""Options and lookups shared by several subcommands (model folder, cache folder, device, int8)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,20 @@ def device(args: argparse.Namespace) -> torch.device:
 def distributed_from_env() -> Distributed:
     """This process's place among those torchrun started (one process when not under torchrun)."""
     return Distributed.from_env(os.environ)
+
+
+def add_quantize_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quantize", choices=["int8"], help="run the linear layers with int8 weights (CPU): "
+                        "faster decoding, the saved model is unchanged")
+
+
+def for_decoding(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """`model`, quantized in place when --quantize asks for it (see `glassgpt.quantize`)."""
+    if args.quantize != "int8":
+        return model
+    from glassgpt.quantize import quantize_for_decoding
+
+    return quantize_for_decoding(model)
 
 
 def positive_float(text: str) -> float:

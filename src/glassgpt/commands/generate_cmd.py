@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from glassgpt.commands.common import add_device_option, add_model_option, device, model_path
+from glassgpt.commands.common import (
+    add_device_option,
+    add_model_option,
+    add_quantize_option,
+    device,
+    for_decoding,
+    model_path,
+)
 from glassgpt.engine import Engine, SamplingConfig
-from glassgpt.quantize import quantize_for_decoding
 from glassgpt.runs import load_run
 
 
@@ -26,8 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed: the same seed gives the same text")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears (repeatable)")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
-    p.add_argument("--quantize", choices=["int8"], help="run the linear layers with int8 weights (CPU): "
-                   "faster decoding, the saved model is unchanged")
+    add_quantize_option(p)
     add_device_option(p)
     p.set_defaults(func=run)
 
@@ -38,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
                               max_new_tokens=args.max_tokens, num_samples=args.samples, seed=args.seed,
                               stop=tuple(args.stop), stop_at_eos=not args.ignore_eos)
     run_ = load_run(model_path(args), device(args))
-    model = quantize_for_decoding(run_.model) if args.quantize == "int8" else run_.model
-    engine = Engine(model, run_.tokenizer)
+    engine = Engine(for_decoding(run_.model, args), run_.tokenizer)
     prompt_ids, cropped = engine.encode_prompt(prompt)
     if cropped:
         print(f"note: the prompt is {len(prompt_ids) + cropped - 1} tokens; kept its last {len(prompt_ids) - 1} "

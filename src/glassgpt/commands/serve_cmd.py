@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from glassgpt.commands.common import add_device_option, add_model_option, positive_int
+from glassgpt.commands.common import (
+    add_device_option,
+    add_model_option,
+    add_quantize_option,
+    positive_int,
+)
 from glassgpt.errors import GlassError
 
 
@@ -17,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Requests wait in a bounded queue for the model (429 when it is full).",
     )
     add_model_option(p)
+    add_quantize_option(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 = every network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
@@ -33,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glassgpt.commands.common import device, model_path
+    from glassgpt.commands.common import device, for_decoding, model_path
     from glassgpt.runs import load_run
     from glassgpt.serve.app import listen, run_server
     from glassgpt.serve.limits import ServeLimits
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         raise
     run_.model.float()
+    for_decoding(run_.model, args)  # in place: the engine and the look views use the same model
 
     def ready(url: str) -> None:
         print(f"glassgpt serve: {path} ({run_.config.stage}) at {url}  (OpenAI API: {url}v1, "
