@@ -13,21 +13,25 @@ from torch.distributed import DistError
 
 from glassgpt import __version__
 from glassgpt.commands import (
+    chat_cmd,
     corpus_cmd,
     demo_cmd,
+    eval_chat_cmd,
     eval_cmd,
     export_cmd,
     generate_cmd,
     look_cmd,
     ngram_cmd,
     nn_cmd,
+    sft_cmd,
     train_cmd,
 )
 from glassgpt.errors import GlassError
 
 # Every subcommand, in the order `--help` lists them; each module's `register(subparsers)`
 # adds its subcommand with `func` set.
-COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, corpus_cmd, ngram_cmd, nn_cmd, look_cmd]
+COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, corpus_cmd, ngram_cmd, nn_cmd, look_cmd,
+            sft_cmd, chat_cmd, eval_chat_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

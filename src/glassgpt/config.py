@@ -226,6 +226,11 @@ class RunConfig:
             data=data if data is not None else self.data,
         )
 
+    def for_finetune(self, *, stage: str, parent: str, train: TrainConfig, data: str | None) -> RunConfig:
+        """A run that starts from this one's weights (chat tuning, RL): the same model and
+        tokenizer, its own recipe and data, and the lineage `stage` and `parent`."""
+        return dataclasses.replace(self, train=train, data=data, stage=stage, parent=parent)
+
     def for_resume(self, *, train: dict[str, Any] | None = None, changes_model: bool = False) -> RunConfig:
         """The saved config of a run being resumed: the model, tokenizer and data stay as saved,
         only the recipe (e.g. a longer budget) may change."""

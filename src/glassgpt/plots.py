@@ -37,15 +37,19 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-    val = [(r["step"], r["val_loss"], r["val_bpb"]) for r in records if "val_loss" in r]
+    # Chat tuning validates loss only (on the answers' tokens): bits per byte are drawn when present.
+    val = [(r["step"], r["val_loss"], r.get("val_bpb")) for r in records if "val_loss" in r]
     ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue", alpha=0.7)
     if val:
         steps, losses, bpbs = zip(*val, strict=True)
         ax.plot(steps, losses, "o-", label="validation loss", color="tab:orange")
-        bpb_axis = ax.twinx()
-        bpb_axis.plot(steps, bpbs, "s--", color="tab:green", label="validation bits/byte", alpha=0.8)
-        bpb_axis.set_ylabel("bits per byte", color="tab:green")
-        ax.set_title(f"Training: final validation {losses[-1]:.3f} nats/token, {bpbs[-1]:.3f} bits/byte")
+        title = f"Training: final validation {losses[-1]:.3f} nats/token"
+        if None not in bpbs:
+            bpb_axis = ax.twinx()
+            bpb_axis.plot(steps, bpbs, "s--", color="tab:green", label="validation bits/byte", alpha=0.8)
+            bpb_axis.set_ylabel("bits per byte", color="tab:green")
+            title += f", {bpbs[-1]:.3f} bits/byte"
+        ax.set_title(title)
     else:
         ax.set_title("Training loss")
     ax.set_xlabel("step")
