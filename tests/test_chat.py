@@ -8,23 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import assert_one_line_error, run_cli
 from glassgpt.chat import ChatSession, load_chat_model
 from glassgpt.chat_template import ChatTokens, render_prompt
-from glassgpt.cli import main
 from glassgpt.engine import Engine, SamplingConfig
 from glassgpt.errors import GlassError
 from glassgpt.runs import load_run
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=20)
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_one_question_from_the_command_line(tiny_chat_run: Path, capsys):
@@ -67,8 +59,8 @@ def test_interactive_commands(tiny_chat_run: Path, capsys, monkeypatch: pytest.M
 
 def test_a_base_model_is_refused_with_a_hint(tiny_run: Path, capsys):
     code, _, err = run_cli(capsys, "chat", "--model", str(tiny_run), "hi")
-    assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "is a pretrain model, not a chat model" in err and "glassgpt sft --model" in err
+    assert_one_line_error(code, err, "is a pretrain model, not a chat model: chat-tune it first with "
+                                     f"`glassgpt sft --model {tiny_run}")
     with pytest.raises(GlassError, match="not a chat model"):
         load_chat_model(tiny_run)
 
@@ -81,3 +73,9 @@ def test_complete_ids_stops_at_a_stop_id(tiny_run: Path):
     stopped = engine.complete_ids(ids, GREEDY, stop_ids=[first.token_ids[0]]).completions[0]
     assert stopped.finish_reason == "stop_id" and stopped.token_ids == [] and stopped.text == ""
     assert ChatTokens.of(run.tokenizer).assistant_start == ids[-1]
+
+
+@pytest.mark.parametrize("command", ["sft", "chat", "eval-chat"])
+def test_help(capsys, command: str):
+    code, out, _ = run_cli(capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: glassgpt {command}")

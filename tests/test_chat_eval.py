@@ -5,20 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli_run import assert_one_line_error, run_cli
 from glassgpt.chat_eval import answer, evaluate_chat, few_shot_prompt, total
-from glassgpt.cli import main
 from glassgpt.data.tasks import TASKS, Problem, Verdict, problems
 from glassgpt.engine import Engine
 from glassgpt.runs import load_run
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_learned_answer_is_scored_right(tiny_chat_run: Path):
@@ -58,4 +49,4 @@ def test_the_command_prints_a_table_for_base_and_chat_models(tiny_run: Path, tin
 
 def test_unknown_task(tiny_chat_run: Path, capsys):
     code, _, err = run_cli(capsys, "eval-chat", "--model", str(tiny_chat_run), "--task", "poetry")
-    assert code == 1 and "unknown task 'poetry'" in err and len(err.strip().splitlines()) == 1
+    assert_one_line_error(code, err, "unknown task 'poetry': choose one of addition, subtraction")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glassgpt.cli import main
+from cli_run import assert_one_line_error, run_cli
 from glassgpt.data.chats import fixed_batches, read_conversations, render_all
 from glassgpt.runs import RunFolder, load_run
 from glassgpt.train.sft import SFT_TRAIN, answer_loss, sft, sft_config
@@ -42,28 +42,20 @@ def test_sft_resumes_where_it_stopped(tiny_run, chats_jsonl, tmp_path):
     assert result.step == 6 and RunFolder(tmp_path / "a").read_metrics()[-1]["step"] == 6
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def test_bad_input_is_one_line_and_keeps_a_trained_run(tiny_run, tiny_chat_run, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                             {"role": "assistant", "content": "hello"}]}) + "\n{oops\n")
     code, _, err = run_cli(capsys, "sft", "--model", str(tiny_run), "--data", str(bad), "--out", str(tmp_path / "x"))
-    assert code == 1 and err.strip().count("\n") == 0 and "line 2 is not valid JSON" in err
-    assert not RunFolder(tmp_path / "x").is_run()
+    assert_one_line_error(code, err, f"{bad} line 2 is not valid JSON")
+    assert not (tmp_path / "x").exists()
     before = (tiny_chat_run / "model.safetensors").read_bytes()
     code, _, err = run_cli(capsys, "sft", "--model", str(tiny_run), "--out", str(tiny_chat_run), "--max-steps", "1")
-    assert code == 1 and "already holds a trained run" in err
+    assert_one_line_error(code, err, "already holds a trained run")
     assert (tiny_chat_run / "model.safetensors").read_bytes() == before
     code, _, err = run_cli(capsys, "sft", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "y"))
-    assert code == 1 and "no such run folder" in err
+    assert_one_line_error(code, err, "no such run folder")
 
 
 @pytest.mark.parametrize("options", [["--max-steps", "0"], ["--lr", "-1"]])

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 
-from glassgpt.data.corpus import builtin_documents
+from glassgpt.data.corpus import Document, builtin_documents
 from glassgpt.errors import GlassError
 
 SPLITS = ("train", "heldout")
@@ -119,21 +119,43 @@ def _random_number(rng: random.Random, max_digits: int) -> int:
     return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
 
-class Addition(Task):
-    name = "addition"
+class Arithmetic(Task):
+    """Two numbers of up to `max_digits` digits and one operation, phrased in several ways."""
+
     reasoning = True
+    symbol: str
+    PHRASINGS: tuple[str, ...]
+
+    def __init__(self, max_digits: int = 4) -> None:
+        self.max_digits = max_digits
+
+    @staticmethod
+    @abstractmethod
+    def compute(a: int, b: int) -> int: ...
+
+    @staticmethod
+    @abstractmethod
+    def steps(a: int, b: int) -> tuple[str, ...]: ...
+
+    def make(self, rng: random.Random) -> Problem:
+        a, b = _random_number(rng, self.max_digits), _random_number(rng, self.max_digits)
+        if self.symbol == "-":  # no negative results
+            a, b = max(a, b), min(a, b)
+        question = rng.choice(self.PHRASINGS).format(a=a, b=b)
+        return Problem(self.name, f"{a}{self.symbol}{b}", question, str(self.compute(a, b)), self.steps(a, b))
+
+
+class Addition(Arithmetic):
+    name = "addition"
+    symbol = "+"
     description = "a + b, up to 4 digits each"
     PHRASINGS = ("What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "Calculate {a} + {b}.",
                  "How much is {a} plus {b}?", "What is the sum of {a} and {b}?", "{a} + {b} = ?",
                  "What do you get when you add {a} and {b}?")
 
-    def __init__(self, max_digits: int = 4) -> None:
-        self.max_digits = max_digits
-
-    def make(self, rng: random.Random) -> Problem:
-        a, b = _random_number(rng, self.max_digits), _random_number(rng, self.max_digits)
-        question = rng.choice(self.PHRASINGS).format(a=a, b=b)
-        return Problem(self.name, f"{a}+{b}", question, str(a + b), self.steps(a, b))
+    @staticmethod
+    def compute(a: int, b: int) -> int:
+        return a + b
 
     @staticmethod
     def steps(a: int, b: int) -> tuple[str, ...]:
@@ -151,26 +173,22 @@ class Addition(Task):
         return tuple(lines)
 
 
-class Subtraction(Task):
+class Subtraction(Arithmetic):
     name = "subtraction"
-    reasoning = True
+    symbol = "-"
     description = "a - b with a >= b, up to 4 digits"
     PHRASINGS = ("What is {a} - {b}?", "What is {a} minus {b}?", "Subtract {b} from {a}.", "Calculate {a} - {b}.",
                  "How much is {a} minus {b}?", "What is the difference between {a} and {b}?", "{a} - {b} = ?",
                  "What do you get when you take {b} away from {a}?")
 
-    def __init__(self, max_digits: int = 4) -> None:
-        self.max_digits = max_digits
-
-    def make(self, rng: random.Random) -> Problem:
-        a, b = _random_number(rng, self.max_digits), _random_number(rng, self.max_digits)
-        a, b = max(a, b), min(a, b)
-        question = rng.choice(self.PHRASINGS).format(a=a, b=b)
-        return Problem(self.name, f"{a}-{b}", question, str(a - b), self.steps(a, b))
+    @staticmethod
+    def compute(a: int, b: int) -> int:
+        return a - b
 
     @staticmethod
     def steps(a: int, b: int) -> tuple[str, ...]:
-        """Column subtraction from the right, borrowing 10 from the next column when needed."""
+        """Column subtraction from the right, borrowing 10 from the next column when needed; each
+        line ends with the column's digit of the result."""
         lines = ["Subtract the digits from right to left:"]
         top, bottom, borrow = str(a)[::-1], str(b)[::-1], 0
         for i in range(len(top)):
@@ -179,11 +197,10 @@ class Subtraction(Task):
             value = t - borrow - d
             if value < 0:
                 value += 10
-                lines.append(f"{terms}: borrow 10, {t + 10}" + (" - 1" if borrow else "") + f" - {d} = {value}: "
-                             f"write {value}")
+                lines.append(f"{terms}: borrow 10, {t + 10}" + (" - 1" if borrow else "") + f" - {d} = {value}")
                 borrow = 1
             else:
-                lines.append(f"{terms} = {value}: write {value}")
+                lines.append(f"{terms} = {value}")
                 borrow = 0
         return tuple(lines)
 
@@ -196,10 +213,16 @@ CLASSIC_WORDS = ("strawberry", "banana", "mississippi", "bookkeeper", "committee
 
 
 @lru_cache(maxsize=1)
+def _documents() -> tuple[Document, ...]:
+    """The built-in corpus, decompressed once for all tasks."""
+    return tuple(builtin_documents())
+
+
+@lru_cache(maxsize=1)
 def corpus_words() -> tuple[str, ...]:
     """Lower-case words of 3 to 12 letters seen at least 5 times in the built-in corpus, sorted."""
     counts: Counter[str] = Counter()
-    for doc in builtin_documents():
+    for doc in _documents():
         counts.update(w.lower() for w in re.findall(r"\b[A-Za-z]{3,12}\b", doc.text))
     return tuple(sorted({w for w, c in counts.items() if c >= 5} | set(CLASSIC_WORDS)))
 
@@ -269,7 +292,7 @@ def book_sections() -> tuple[Section, ...]:
     """The built-in corpus cut into works: Austen's six novels, Shakespeare's plays and poems,
     Moby Dick, the King James Bible."""
     sections = []
-    for doc in builtin_documents():
+    for doc in _documents():
         author = AUTHORS[doc.name][0]
         if doc.name == "austen":
             starts = [(m.start(), m.group(1)) for title in AUSTEN_NOVELS

@@ -52,7 +52,7 @@ from glassgpt.train.pretrain import (
 )
 
 #: The SFT recipe for the small presets: a short AdamW fine-tune at a lower rate than pretraining,
-#: decaying to zero (measured on the shipped base, see README).
+#: decaying to zero. A first choice, not yet tuned on a well-trained base (see README).
 SFT_TRAIN = TrainConfig(batch_size=16, max_steps=600, optimizer="adamw", lr=1e-3, schedule="cosine",
                         min_lr_ratio=0.0, warmup_steps=20, weight_decay=0.0, eval_every=100,
                         eval_tokens=16384, log_every=10, save_every=200)
@@ -122,7 +122,8 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
         raise GlassError("SFT needs a base model to start from (--model RUN)")
     elif Path(config.parent).resolve() == run.path.resolve():
         raise GlassError(f"--out {run.path} is the base model's own folder: choose a new --out")
-    start_folder(run, resume)
+    if not resume and run.has_trainer_state():
+        start_folder(run, resume)  # refuses before anything is loaded
     seed_everything(config.train.seed)
 
     if resume:
@@ -136,6 +137,7 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
     t = config.train
     context = config.model.context_length
     train_chats, val_chats = chat_data(tokenizer, config.data, t.seed, log)
+    start_folder(run, resume)  # only now: bad data or a bad base leave no folder behind
     pad_id = tokenizer.special_ids["<|pad|>"]
     batches = ChatBatches(train_chats, context, t.batch_size, t.grad_accum, pad_id=pad_id, seed=t.seed,
                           device=device)
