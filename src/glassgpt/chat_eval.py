@@ -20,6 +20,9 @@ from glassgpt.runs import LoadedRun
 
 FEW_SHOT = 3  # solved examples in a base model's prompt (fewer when they do not fit the context)
 MAX_ANSWER_TOKENS = 200
+# A base model is shown direct answers only (the longest, identity's, is under 64 tokens); a
+# model that has not learned to stop would otherwise run on to MAX_ANSWER_TOKENS every time.
+MAX_FEW_SHOT_ANSWER_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def answer(engine: Engine, task: Task, problem: Problem, chat: bool, examples: S
         ids = render_prompt(tokenizer, [{"role": "user", "content": problem.question}])
         stop_ids, stop = [ChatTokens.of(tokenizer).assistant_end], ()
     else:
-        examples = list(examples)
+        examples, max_new_tokens = list(examples), min(max_new_tokens, MAX_FEW_SHOT_ANSWER_TOKENS)
         while True:  # drop examples until the prompt leaves room for an answer
             ids = [tokenizer.bos_id, *tokenizer.encode(few_shot_prompt(task, problem, examples))]
             if len(ids) + min(max_new_tokens, context // 2) <= context or not examples:
