@@ -83,9 +83,15 @@ def evaluate_chat(run: LoadedRun, task_names: Sequence[str] | None = None, n: in
                   max_new_tokens: int = MAX_ANSWER_TOKENS,
                   on_answer: Callable[[Answer], None] | None = None) -> list[TaskScore]:
     """Greedy accuracy of `run` on `n` held-out problems of each task (all tasks by default)."""
+    return evaluate_engine(Engine(run.model, run.tokenizer), is_chat_stage(run.config.stage), task_names, n, seed,
+                           max_new_tokens, on_answer)
+
+
+def evaluate_engine(engine: Engine, chat: bool, task_names: Sequence[str] | None = None, n: int = 50,
+                    seed: int = 0, max_new_tokens: int = MAX_ANSWER_TOKENS,
+                    on_answer: Callable[[Answer], None] | None = None) -> list[TaskScore]:
+    """`evaluate_chat` for a model being trained (through the template when `chat`)."""
     tasks = [get_task(name) for name in (task_names or TASKS)]
-    engine = Engine(run.model, run.tokenizer)
-    chat = is_chat_stage(run.config.stage)
     scores = []
     for task in tasks:
         examples = problems(task, "train", FEW_SHOT, seed=seed) if not chat else []

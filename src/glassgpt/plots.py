@@ -60,3 +60,24 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> bool:
     save_png(fig, png_path)
     plt.close(fig)
     return True
+
+
+def plot_metric_panels(metrics_path: Path, png_path: Path, panels: list[tuple[str, str]], title: str) -> bool:
+    """One panel per (metrics key, label) against step, side by side (e.g. RL's reward, held-out
+    accuracy and response length). Returns False (and draws nothing) when no record has any key."""
+    records = read_metrics(metrics_path)
+    series = [[(r["step"], r[key]) for r in records if key in r] for key, _ in panels]
+    if not any(series):
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), dpi=100, squeeze=False)
+    for ax, points, (_, label) in zip(axes[0], series, panels, strict=True):
+        if points:
+            ax.plot(*zip(*points, strict=True), "o-" if len(points) < 30 else "-", markersize=3)
+        ax.set_xlabel("step")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_png(fig, png_path)
+    plt.close(fig)
+    return True
