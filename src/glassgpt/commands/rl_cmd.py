@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glassgpt.commands.common import add_device_option, device, positive_float, positive_int
+from glassgpt.commands.common import device, positive_float, positive_int
 from glassgpt.commands.sft_cmd import DEFAULT_OUT as CHAT_RUN
-from glassgpt.commands.train_cmd import add_budget_options, add_training_options, train_changes
+from glassgpt.commands.sft_cmd import add_finetune_options
+from glassgpt.commands.train_cmd import train_changes
 from glassgpt.config import RLConfig
 from glassgpt.data.tasks import TASKS
 from glassgpt.errors import GlassError
@@ -44,10 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"temperature of the practice answers (default {defaults.temperature:g})")
     g.add_argument("--heldout-problems", type=positive_int,
                    help=f"held-out problems per task for the accuracy curve (default {defaults.heldout_problems})")
-    add_budget_options(p)
-    add_training_options(p)
-    add_device_option(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_finetune_options(p)
     p.set_defaults(func=run)
 
 

@@ -27,11 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="conversations, one JSON object per line (default: the built-in tasks)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"run folder to write (default: {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue the SFT run in --out from its last checkpoint")
+    add_finetune_options(p)
+    p.set_defaults(func=run)
+
+
+def add_finetune_options(p: argparse.ArgumentParser) -> None:
+    """Budget, recipe, device and progress flags of the stages that start from a trained model."""
     add_budget_options(p)
     add_training_options(p)
     add_device_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,8 +42,8 @@ from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, TrainerState
 from glassgpt.runtime import Log, choose_dtype, resolve_device, seed_everything
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import make_optimizer
-from glassgpt.train.pretrain import TrainResult, checkpoint_saver, restore, start_folder
+from glassgpt.train.pretrain import TrainResult, checkpoint_saver, start_folder
+from glassgpt.train.sft import start_training
 
 #: RL's recipe: small constant steps (the policy gradient is noisy; a big step can wreck the
 #: chat model's format), one optimizer step per batch of fresh samples.
@@ -190,13 +190,7 @@ def rl(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device: 
     t = config.train
     engine = Engine(model, tokenizer, device)
     batches = PracticeBatches(engine, settings, t.batch_size, t.seed)
-    model.train()
-    optimizer = make_optimizer(model, t)
-    state = restore(run, model, optimizer, batches, log=log) if resume else TrainerState()
-    if not resume:
-        run.clear_metrics()
-        run.save_tokenizer(tokenizer)
-    run.save_config(config)
+    optimizer, state = start_training(run, config, model, tokenizer, batches, resume, log)
     dtype = choose_dtype(t.dtype, device)
     log(f"RL on {', '.join(settings.tasks)}: {settings.problems_per_step} problems x {settings.group_size} "
         f"samples per step (temperature {settings.temperature:g}, at most {settings.max_response_tokens} tokens); "

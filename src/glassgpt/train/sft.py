@@ -42,8 +42,9 @@ from glassgpt.runtime import (
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import make_optimizer
+from glassgpt.train.optim import Optimizer, make_optimizer
 from glassgpt.train.pretrain import (
+    Resumable,
     TrainResult,
     checkpoint_saver,
     next_token_loss,
@@ -108,6 +109,20 @@ def answer_loss(model: torch.nn.Module, batches: list[Batch], dtype: torch.dtype
     return total / max(count, 1)
 
 
+def start_training(run: RunFolder, config: RunConfig, model: torch.nn.Module, tokenizer: Tokenizer,
+                   batches: Resumable, resume: bool, log: Log) -> tuple[Optimizer, TrainerState]:
+    """A fine-tuning stage's optimizer and state: fresh, or restored from the run (`resume`);
+    the run folder gets the config (and, when new, the tokenizer and no old metrics)."""
+    model.train()
+    optimizer = make_optimizer(model, config.train)
+    state = restore(run, model, optimizer, batches, log=log) if resume else TrainerState()
+    if not resume:
+        run.clear_metrics()
+        run.save_tokenizer(tokenizer)
+    run.save_config(config)
+    return optimizer, state
+
+
 def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device: torch.device | None = None,
         show_progress: bool = True, log: Log = print) -> TrainResult:
     """Fine-tune `config.parent`'s model on conversations into `out_dir` (or continue it, with
@@ -145,14 +160,7 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
     val_batches = fixed_batches(val_chats, context, pad_id, t.batch_size, device)
     val_batches = val_batches[:max(1, rows_for_eval // t.batch_size)]
 
-    model.train()
-    optimizer = make_optimizer(model, t)
-    state = restore(run, model, optimizer, batches, log=log) if resume else TrainerState()
-    if not resume:
-        run.clear_metrics()
-        run.save_tokenizer(tokenizer)
-    run.save_config(config)
-
+    optimizer, state = start_training(run, config, model, tokenizer, batches, resume, log)
     dtype = choose_dtype(t.dtype, device)
     compiled = maybe_compile(model, t.compile, device, log)
     log(f"model: {model.num_parameters():,} parameters, context {context}; {str(dtype).removeprefix('torch.')} "
