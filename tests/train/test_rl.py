@@ -9,8 +9,12 @@ import torch
 
 from cli_run import assert_one_line_error, run_cli
 from glassgpt.chat_template import ChatTokens, render_prompt
+from glassgpt.config import RLConfig
+from glassgpt.data.tasks import problems
+from glassgpt.engine import Engine
 from glassgpt.runs import RunFolder, load_run
 from glassgpt.train.rl import (
+    PracticeBatches,
     Sample,
     group_advantages,
     policy_gradient_loss,
@@ -83,3 +87,16 @@ def test_bad_input(tiny_run: Path, tiny_chat_run: Path, tmp_path: Path, capsys):
 def test_help(capsys):
     code, out, _ = run_cli(capsys, "rl", "--help")
     assert code == 0 and out.startswith("usage: glassgpt rl") and "advantage = reward -" in " ".join(out.split())
+
+
+def test_answers_that_never_end_are_cut_to_fit_the_context_and_unrewarded(tiny_run: Path):
+    run = load_run(tiny_run)  # a base model never writes <|assistant_end|>
+    practice = PracticeBatches(Engine(run.model, run.tokenizer), RLConfig(group_size=3, max_response_tokens=500),
+                               batch_size=4, seed=0)
+    problem = problems("addition", "train", 1)[0]
+    samples = practice.practise(problem, seed=1)
+    assert len(samples) == 3
+    for s in samples:
+        assert s.truncated and s.reward == 0 and len(s.prompt_ids) + len(s.response_ids) < run.config.model.context_length
+    x, y, adv = samples_batch(samples, pad_id=2)
+    assert policy_gradient_loss(run.model, (x, y, adv), normaliser=10).item() == 0  # all advantages are 0

@@ -116,7 +116,9 @@ class PracticeBatches:
     def practise(self, problem: Problem, seed: int) -> list[Sample]:
         """A group of sampled answers to `problem`, rewarded and compared."""
         prompt = render_prompt(self.engine.tokenizer, [{"role": "user", "content": problem.question}])
-        sampling = SamplingConfig(temperature=self.rl.temperature, max_new_tokens=self.rl.max_response_tokens,
+        # Prompt and answer must fit the context together: training reads them in one pass.
+        room = max(1, min(self.rl.max_response_tokens, self.engine.context - len(prompt) - 1))
+        sampling = SamplingConfig(temperature=self.rl.temperature, max_new_tokens=room,
                                   num_samples=self.rl.group_size, seed=seed)
         result = self.engine.generate_ids(prompt, sampling, stop_ids=[self.tokens.assistant_end])
         task = get_task(problem.task)
