@@ -494,7 +494,7 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def _draw(task: Task, split: str, rng: random.Random, seen: set[str] | None = None,
+def draw(task: Task, split: str, rng: random.Random, seen: set[str] | None = None,
           max_tries: int = 2000) -> Problem | None:
     """A problem of `split` (whose key is not in `seen`, if given), or None when none turns up."""
     for _ in range(max_tries):
@@ -515,7 +515,7 @@ def problems(task: Task | str, split: str, n: int, seed: int = 0) -> list[Proble
     rng = random.Random(f"{seed}:{task.name}:{split}")
     seen: set[str] = set()
     found = []
-    while len(found) < n and (problem := _draw(task, split, rng, seen)) is not None:
+    while len(found) < n and (problem := draw(task, split, rng, seen)) is not None:
         found.append(problem)
     return found
 
@@ -530,7 +530,7 @@ def conversations(n: int, seed: int = 0, split: str = "train", multi_turn: float
 
     def turn() -> list[dict[str, str]]:
         name = rng.choices(names, weights)[0]
-        problem = _draw(TASKS[name], split, rng)  # repeats allowed: the small tasks have few problems
+        problem = draw(TASKS[name], split, rng)  # repeats allowed: the small tasks have few problems
         if problem is None:
             raise GlassError(f"task {name} made no {split} problem")
         return [{"role": "user", "content": problem.question},

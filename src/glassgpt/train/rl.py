@@ -35,7 +35,7 @@ from glassgpt.chat import load_chat_model
 from glassgpt.chat_eval import evaluate_engine, total
 from glassgpt.chat_template import ChatTokens, render_prompt
 from glassgpt.config import RLConfig, RunConfig, TrainConfig
-from glassgpt.data.tasks import Problem, get_task, reward, split_of
+from glassgpt.data.tasks import Problem, draw, get_task, reward
 from glassgpt.engine import Engine, SamplingConfig
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
@@ -108,9 +108,9 @@ class PracticeBatches:
         self.stats: dict[str, float] = {}
 
     def _problem(self, rng: random.Random) -> Problem:
-        task = rng.choice(self.tasks)
-        while split_of((problem := task.make(rng)).key) != "train":
-            pass
+        problem = draw(rng.choice(self.tasks), "train", rng)
+        if problem is None:
+            raise GlassError("a task made no training problem")
         return problem
 
     def practise(self, problem: Problem, seed: int) -> list[Sample]:
@@ -127,7 +127,9 @@ class PracticeBatches:
             ended = sample.stop_id == self.tokens.assistant_end
             verdict = task.check(problem, self.engine.tokenizer.decode(sample.token_ids))
             rewards.append(reward(verdict) if ended else 0.0)
-            answers.append((sample.token_ids + ([sample.stop_id] if ended else []), not ended))
+            # The stop token is part of the answer: ending (or ending wrongly, at eos) is learned too.
+            stop = [sample.stop_id] if sample.stop_id is not None else []
+            answers.append((sample.token_ids + stop, sample.finish_reason == "length"))
         return [Sample(result.prompt_ids, ids, r, a, truncated)
                 for (ids, truncated), r, a in zip(answers, rewards, group_advantages(rewards), strict=True)]
 
