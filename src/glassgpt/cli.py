@@ -13,8 +13,10 @@ from torch.distributed import DistError
 
 from glassgpt import __version__
 from glassgpt.commands import (
+    chat_cmd,
     corpus_cmd,
     demo_cmd,
+    eval_chat_cmd,
     eval_cmd,
     export_cmd,
     generate_cmd,
@@ -22,7 +24,9 @@ from glassgpt.commands import (
     look_cmd,
     ngram_cmd,
     nn_cmd,
+    rl_cmd,
     serve_cmd,
+    sft_cmd,
     train_cmd,
 )
 from glassgpt.errors import GlassError
@@ -30,7 +34,7 @@ from glassgpt.errors import GlassError
 # Every subcommand, in the order `--help` lists them; each module's `register(subparsers)`
 # adds its subcommand with `func` set.
 COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, import_cmd, corpus_cmd, ngram_cmd, nn_cmd,
-            look_cmd, serve_cmd]
+            look_cmd, sft_cmd, rl_cmd, chat_cmd, eval_chat_cmd, serve_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -190,6 +190,27 @@ class TrainConfig:
         _require(0 < self.val_fraction < 1, "val_fraction must be between 0 and 1")
 
 
+@dataclass(frozen=True)
+class RLConfig:
+    """Reinforcement learning's own settings (GRPO-style; see `glassgpt.train.rl`)."""
+
+    tasks: tuple[str, ...] = ("addition", "subtraction", "letters")  # built-in tasks to practise
+    group_size: int = 8  # samples per problem; advantages compare a sample with its group
+    problems_per_step: int = 4
+    max_response_tokens: int = 160  # a longer answer is cut, unrewarded ("truncated")
+    temperature: float = 1.0  # sampling temperature of the practice answers
+    heldout_problems: int = 30  # per task, for the held-out accuracy every `eval_every` steps
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))  # JSON gives a list
+        _require(bool(self.tasks), "RL needs at least one task")
+        _require(self.group_size >= 2, f"group size must be >= 2 (advantages compare samples of a problem), "
+                                       f"got {self.group_size}")
+        for name in ("problems_per_step", "max_response_tokens", "heldout_problems"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.temperature > 0, f"RL's sampling temperature must be > 0, got {self.temperature}")
+
+
 #: The version of `config.json`'s layout; files without one are version 0 (before lineage).
 FORMAT_VERSION = 1
 #: How a run's weights came to be: trained from scratch on text, chat-tuned, RL-tuned, imported.
@@ -207,6 +228,7 @@ class RunConfig:
     data: str | None = None  # None = the built-in corpus
     stage: str = "pretrain"
     parent: str | None = None  # the run folder this one started from (None: from scratch)
+    rl: RLConfig | None = None  # stage "rl" only
 
     def __post_init__(self) -> None:
         _require(self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
@@ -229,6 +251,7 @@ class RunConfig:
                 data=raw.get("data"),
                 stage=raw.get("stage", "pretrain"),
                 parent=raw.get("parent"),
+                rl=RLConfig(**raw["rl"]) if raw.get("rl") is not None else None,
             )
         except (KeyError, TypeError) as err:
             raise GlassError(f"config.json does not describe a glassgpt run ({err})") from None
@@ -257,6 +280,12 @@ class RunConfig:
             train=self.train.with_budget(**train),
             data=data if data is not None else self.data,
         )
+
+    def for_finetune(self, *, stage: str, parent: str, train: TrainConfig, data: str | None,
+                     rl: RLConfig | None = None) -> RunConfig:
+        """A run that starts from this one's weights (chat tuning, RL): the same model and
+        tokenizer, its own recipe and data, and the lineage `stage` and `parent`."""
+        return dataclasses.replace(self, train=train, data=data, stage=stage, parent=parent, rl=rl)
 
     def for_resume(self, *, train: dict[str, Any] | None = None, changes_model: bool = False) -> RunConfig:
         """The saved config of a run being resumed: the model, tokenizer and data stay as saved,

@@ -98,7 +98,7 @@ class Completion:
 
     text: str
     token_ids: list[int]
-    finish_reason: str  # "length" | "eos" | "stop"
+    finish_reason: str  # "length" | "eos" | "stop_id" (a stop id, e.g. the end of a chat answer) | "stop"
     logprobs: list[float] = field(default_factory=list)  # per token id, see `SampleIds`
 
 
@@ -311,6 +311,13 @@ class Engine:
         decoded as it arrives; a sample stops once its text holds one of `sampling.stop`.
         """
         prompt_ids, cropped = self.encode_prompt(prompt)
+        result = self.complete_ids(prompt_ids, sampling, on_text=on_text)
+        return GenerationResult(result.prompt_ids, result.completions, cropped + result.cropped_tokens)
+
+    def complete_ids(self, prompt_ids: Sequence[int], sampling: SamplingConfig, stop_ids: Iterable[int] | None = None,
+                     on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+        """`generate` for a prompt given as ids (e.g. a chat prompt ending with
+        `<|assistant_start|>`, stopped by `stop_ids`): the new tokens as streamed text."""
         streams = [TextStream(self.tokenizer, sampling.stop) for _ in range(sampling.num_samples)]
 
         def on_token(i: int, token: int) -> bool:
@@ -319,7 +326,7 @@ class Engine:
                 on_text(i, piece)
             return streams[i].stopped
 
-        result = self.generate_ids(prompt_ids, sampling, on_token=on_token)
+        result = self.generate_ids(prompt_ids, sampling, stop_ids, on_token=on_token)
         completions = []
         for i, sample in enumerate(result.samples):
             piece = streams[i].finish()
@@ -327,4 +334,4 @@ class Engine:
                 on_text(i, piece)
             completions.append(Completion(streams[i].text, sample.token_ids, sample.finish_reason,
                                           sample.logprobs))
-        return GenerationResult(result.prompt_ids, completions, cropped + result.cropped_tokens)
+        return GenerationResult(result.prompt_ids, completions, result.cropped_tokens)

@@ -8,7 +8,7 @@ A run folder holds
   tokenizer.json              the tokenizer, in Hugging Face's standard format
   trainer_state.safetensors   optimizer moments, RNG states, step: what `--resume` needs
   metrics.jsonl               one JSON record per logged step
-  loss_curve.png, report.md   pictures and reports drawn from the above
+  loss_curve.png, report.md   pictures and reports drawn from the above (RL: rl_curves.png)
 
 Callers never build these file names: they ask a `RunFolder`. Saving takes plain state dicts
 (a sharded model gathers its weights first, see `glassgpt.runtime.full_state_dict`).
@@ -97,6 +97,7 @@ class RunFolder:
     TRAINER_STATE = "trainer_state.safetensors"
     METRICS = "metrics.jsonl"
     LOSS_CURVE = "loss_curve.png"
+    RL_CURVES = "rl_curves.png"
     REPORT = "report.md"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -107,6 +108,7 @@ class RunFolder:
         self.trainer_state_path = self.path / self.TRAINER_STATE
         self.metrics_path = self.path / self.METRICS
         self.loss_curve_path = self.path / self.LOSS_CURVE
+        self.rl_curves_path = self.path / self.RL_CURVES
         self.report_path = self.path / self.REPORT
 
     def __repr__(self) -> str:

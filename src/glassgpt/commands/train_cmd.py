@@ -40,9 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/PRESET)")
     p.add_argument("--preset", default="demo", choices=list(PRESETS), help="starting configuration (default: demo)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    g = p.add_argument_group("budget")
-    g.add_argument("--time-budget", type=positive_float, metavar="MINUTES", help="stop after this much training time")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N optimizer steps")
+    add_budget_options(p)
     g = p.add_argument_group("model (not with --resume)")
     g.add_argument("--tokenizer", choices=["bpe", "char", "gpt2"], help="tokenizer kind")
     g.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size, special tokens included")
@@ -52,6 +50,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--kv-heads", type=positive_int, help="fewer than --heads = grouped-query attention")
     g.add_argument("--d-model", type=positive_int, help="embedding width")
     g.add_argument("--untied", action="store_true", help="separate input and output embeddings")
+    add_training_options(p)
+    add_device_option(p)
+    p.add_argument("--fsdp", action="store_true",
+                   help="with torchrun on GPUs: shard weights and optimizer state across processes (FSDP2) "
+                        "instead of copying them (DDP)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.set_defaults(func=run)
+
+
+def add_budget_options(p: argparse.ArgumentParser) -> None:
+    """--time-budget and --max-steps (shared by every training command)."""
+    g = p.add_argument_group("budget")
+    g.add_argument("--time-budget", type=positive_float, metavar="MINUTES", help="stop after this much training time")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N optimizer steps")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The training recipe's flags (shared by every training command); see `TRAIN_FLAGS`."""
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch")
     g.add_argument("--grad-accum", type=positive_int, help="micro-batches per optimizer step")
@@ -70,12 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="auto = bf16 where measured faster")
     g.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile (auto = on GPUs only)")
     g.add_argument("--seed", type=int)
-    add_device_option(p)
-    p.add_argument("--fsdp", action="store_true",
-                   help="with torchrun on GPUs: shard weights and optimizer state across processes (FSDP2) "
-                        "instead of copying them (DDP)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    p.set_defaults(func=run)
+
+
+def train_changes(args: argparse.Namespace) -> dict:
+    """The training-recipe fields the user set explicitly (as `TrainConfig` fields)."""
+    return _explicit(args, TRAIN_FLAGS)
 
 
 def _explicit(args: argparse.Namespace, flags: dict[str, str]) -> dict:
@@ -88,12 +103,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.untied:
         model_changes["tie_embeddings"] = False
     tokenizer_changes = {k: v for k, v in (("kind", args.tokenizer), ("vocab_size", args.vocab_size)) if v is not None}
-    train_changes = _explicit(args, TRAIN_FLAGS)
+    changes = train_changes(args)
     if args.resume:
         changes_model = bool(model_changes or tokenizer_changes or args.data)
-        return RunFolder(args.out).load_config().for_resume(train=train_changes, changes_model=changes_model)
+        return RunFolder(args.out).load_config().for_resume(train=changes, changes_model=changes_model)
     return preset(args.preset).with_overrides(model=model_changes, tokenizer=tokenizer_changes,
-                                              train=train_changes, data=args.data)
+                                              train=changes, data=args.data)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -48,7 +50,7 @@ from glassgpt.runtime import (
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import make_optimizer
+from glassgpt.train.optim import Optimizer, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def next_token_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return model(x, targets=y).loss
 
 
-def _start_folder(run: RunFolder, resume: bool, distributed: Distributed) -> None:
+def start_folder(run: RunFolder, resume: bool, distributed: Distributed = SINGLE) -> None:
     """Refuse to overwrite a trained run or resume a missing one; rank 0 prepares the folder."""
     if resume and not run.has_trainer_state():
         raise GlassError(f"{run.path} has no {RunFolder.TRAINER_STATE} to resume from: train without --resume")
@@ -142,7 +144,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         if saved.train.optimizer != config.train.optimizer:  # the saved state holds the other one's slots
             raise GlassError(f"--resume continues with the saved optimizer ({saved.train.optimizer}): "
                              "drop --optimizer, or train a new run")
-    _start_folder(run, resume, distributed)
+    start_folder(run, resume, distributed)
     seed_everything(config.train.seed)
 
     # Rank 0 builds the tokenizer (BPE training need not be reproducible across processes) and
@@ -165,23 +167,8 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     t = config.train
     sampler = WindowSampler(data.train.ids, config.model.context_length, t.batch_size, t.grad_accum,
                             seed=t.seed, rank=distributed.rank, world_size=distributed.world_size, device=device)
-    state = TrainerState()
-    if resume:
-        saved_training = run.load_trainer_state()
-        state = saved_training.state
-        try:
-            load_full_state(model, optimizer, saved_training.weights, saved_training.optimizer_state)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise GlassError(f"{run.trainer_state_path} does not match this model ({err}): "
-                             "train again without --resume") from None
-        if state.torch_rng is not None:
-            torch.set_rng_state(state.torch_rng)
-        if state.data_rng is not None:
-            sampler.set_state(state.data_rng)
-        if distributed.is_main:
-            run.keep_metrics_until(state.step)
-        log(f"resuming {run.path} at step {state.step:,}")
-    elif distributed.is_main:
+    state = restore(run, model, optimizer, sampler, distributed, log) if resume else TrainerState()
+    if not resume and distributed.is_main:
         run.clear_metrics()
     if distributed.is_main:
         run.save_config(config)
@@ -206,6 +193,54 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                           distributed=distributed)
         return {"val_loss": result.loss, "val_bpb": result.bpb, "val_tokens": result.tokens}
 
+    hooks = LoopHooks(
+        evaluate=validate, save=checkpoint_saver(run, model, optimizer, sampler, distributed, log),
+        record=run.append_metrics,
+        describe_eval=lambda m: f"val loss {m['val_loss']:.3f} | val bpb {m['val_bpb']:.3f}")
+    result = run_loop(compiled, optimizer, sampler.next_step, next_token_loss, t, state, device=device,
+                      dtype=dtype, distributed=distributed, hooks=hooks, show_progress=show_progress, log=log,
+                      flops_per_token=config.model.flops_per_token(), peak_flops=peak_flops)
+    log(f"saved {run.path} at step {state.step:,} ({state.elapsed_s:.0f} s of training)")
+    val = None
+    if result.last_eval is not None:
+        val = EvalResult(result.last_eval["val_loss"], result.last_eval["val_bpb"],
+                         int(result.last_eval["val_tokens"]))
+    return TrainResult(run.path, state.step, val, result.tokens_per_s, state.elapsed_s, raw_model.num_parameters(),
+                       result.mfu)
+
+
+class Resumable(Protocol):
+    """A batch source whose position is one generator's state (`WindowSampler`, `ChatBatches`)."""
+
+    def get_state(self) -> torch.Tensor: ...
+
+    def set_state(self, state: torch.Tensor) -> None: ...
+
+
+def restore(run: RunFolder, model: torch.nn.Module, optimizer: Optimizer, sampler: Resumable,
+            distributed: Distributed = SINGLE, log: Log = print) -> TrainerState:
+    """Load a run's trainer state into the model, optimizer, RNGs and batch source (for --resume)."""
+    saved_training = run.load_trainer_state()
+    state = saved_training.state
+    try:
+        load_full_state(model, optimizer, saved_training.weights, saved_training.optimizer_state)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise GlassError(f"{run.trainer_state_path} does not match this model ({err}): "
+                         "train again without --resume") from None
+    if state.torch_rng is not None:
+        torch.set_rng_state(state.torch_rng)
+    if state.data_rng is not None:
+        sampler.set_state(state.data_rng)
+    if distributed.is_main:
+        run.keep_metrics_until(state.step)
+    log(f"resuming {run.path} at step {state.step:,}")
+    return state
+
+
+def checkpoint_saver(run: RunFolder, model: torch.nn.Module, optimizer: Optimizer, sampler: Resumable,
+                     distributed: Distributed = SINGLE, log: Log = print) -> Callable[[TrainerState, bool], None]:
+    """The loop's save hook: weights, trainer state (optimizer, RNGs, batch position) and the loss curve."""
+
     def save(state: TrainerState, interrupted: bool) -> None:
         if interrupted and is_sharded(model):
             # Gathering shards needs every process, and Ctrl-C reaches them at different points.
@@ -222,19 +257,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         if interrupted:
             log(f"interrupted: saved step {state.step:,} to {run.path} (continue with --resume)")
 
-    hooks = LoopHooks(
-        evaluate=validate, save=save, record=run.append_metrics,
-        describe_eval=lambda m: f"val loss {m['val_loss']:.3f} | val bpb {m['val_bpb']:.3f}")
-    result = run_loop(compiled, optimizer, sampler.next_step, next_token_loss, t, state, device=device,
-                      dtype=dtype, distributed=distributed, hooks=hooks, show_progress=show_progress, log=log,
-                      flops_per_token=config.model.flops_per_token(), peak_flops=peak_flops)
-    log(f"saved {run.path} at step {state.step:,} ({state.elapsed_s:.0f} s of training)")
-    val = None
-    if result.last_eval is not None:
-        val = EvalResult(result.last_eval["val_loss"], result.last_eval["val_bpb"],
-                         int(result.last_eval["val_tokens"]))
-    return TrainResult(run.path, state.step, val, result.tokens_per_s, state.elapsed_s, raw_model.num_parameters(),
-                       result.mfu)
+    return save
 
 
 def _plot_metrics(run: RunFolder) -> None:
