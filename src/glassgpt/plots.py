@@ -3,7 +3,6 @@ picture uses. Headless (matplotlib's Agg)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +21,11 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a metrics.jsonl (the run folder's own reader: a line cut short by a kill is
+    skipped); imported here, not at the top, so drawing needs no torch."""
+    from glassgpt.runs import read_jsonl
+
+    return read_jsonl(path)
 
 
 def plot_loss_curve(metrics_path: Path, png_path: Path) -> bool:
