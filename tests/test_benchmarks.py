@@ -107,3 +107,34 @@ def test_decode_benchmark_quick_run_passes_its_checks(tmp_path: Path):
     for row in report["rows"]:
         if "int8" in row["implementation"]:  # a byte per weight instead of four
             assert row["bytes_per_step"] < 0.3 * fp32[row["case"]]
+
+
+def test_copying_measure_tells_a_copying_model_from_one_that_cannot_copy(tiny_run: Path, capsys):
+    from types import SimpleNamespace
+
+    import torch
+
+    copying = importlib.import_module("benchmarks.copying")
+
+    class Copier(torch.nn.Module):
+        """Predicts, at every position, the token that followed the same token earlier (induction)."""
+
+        def forward(self, x: torch.Tensor) -> SimpleNamespace:
+            logits = torch.zeros(*x.shape, 100)
+            for t in range(x.shape[1]):
+                earlier = [s for s in range(t) if x[0, s] == x[0, t]]
+                logits[0, t, x[0, earlier[-1] + 1] if earlier else 0] = 20.0
+            return SimpleNamespace(logits=logits)
+
+    class Uniform(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(logits=torch.zeros(*x.shape, 100))
+
+    ids = list(range(10, 40))
+    first, second, top1 = copying.copy_scores(Copier(), 1, ids)
+    # copies every token of the second copy but its first (nothing before predicts it)
+    assert second > -1 and top1 == pytest.approx(29 / 30) and first < -10
+    first, second, top1 = copying.copy_scores(Uniform(), 1, ids)
+    assert first == pytest.approx(second) and top1 < 0.1
+    assert copying.main([str(tiny_run)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + len(copying.TEXTS)

@@ -4,16 +4,18 @@ the context drops its oldest turns; a base model is refused with a hint to run `
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import pytest
 
+import glassgpt.assets
 from cli_run import assert_one_line_error, run_cli
 from glassgpt.chat import ChatSession, load_chat_model
 from glassgpt.chat_template import ChatTokens, render_prompt
 from glassgpt.engine import Engine, SamplingConfig
 from glassgpt.errors import GlassError
-from glassgpt.runs import load_run
+from glassgpt.runs import SHIPPED_CHAT_MODEL, load_run
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=20)
 
@@ -67,6 +69,22 @@ def test_a_base_model_is_refused_with_a_hint(tiny_run: Path, capsys):
                                      f"`glassgpt sft --model {tiny_run}")
     with pytest.raises(GlassError, match="not a chat model"):
         load_chat_model(tiny_run)
+
+
+def test_without_model_chat_uses_the_own_chat_run_else_the_shipped_chat_model(
+        tiny_chat_run: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    package = tmp_path / "package"
+    monkeypatch.setattr(glassgpt.assets, "asset", lambda *parts: package.joinpath(*parts))
+    code, _, err = run_cli(capsys, "chat", "What is 2 + 3?")
+    assert_one_line_error(code, err, "no chat model at runs/chat and none shipped with this install")
+    shutil.copytree(tiny_chat_run, package / SHIPPED_CHAT_MODEL)
+    code, out, err = run_cli(capsys, "chat", "What is 2 + 3?", "-t", "0")
+    assert code == 0 and out == "Answer: 5\n"
+    shutil.rmtree(package / SHIPPED_CHAT_MODEL)
+    shutil.copytree(tiny_chat_run, tmp_path / "runs" / "chat")  # the user's own chat run comes first
+    code, out, err = run_cli(capsys, "chat", "What is 2 + 3?", "-t", "0")
+    assert code == 0 and out == "Answer: 5\n"
 
 
 def test_complete_ids_stops_at_a_stop_id(tiny_run: Path):

@@ -24,6 +24,7 @@ from glassgpt.commands import (
     look_cmd,
     ngram_cmd,
     nn_cmd,
+    pipeline_cmd,
     rl_cmd,
     serve_cmd,
     sft_cmd,
@@ -34,7 +35,7 @@ from glassgpt.errors import GlassError
 # Every subcommand, in the order `--help` lists them; each module's `register(subparsers)`
 # adds its subcommand with `func` set.
 COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, import_cmd, corpus_cmd, ngram_cmd, nn_cmd,
-            look_cmd, sft_cmd, rl_cmd, chat_cmd, eval_chat_cmd, serve_cmd]
+            look_cmd, sft_cmd, rl_cmd, pipeline_cmd, chat_cmd, eval_chat_cmd, serve_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

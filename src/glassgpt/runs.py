@@ -273,21 +273,23 @@ class RunFolder:
         return self.report_path
 
 
-SHIPPED_MODEL = "model"  # the trained model that ships inside the package: assets/model/
+SHIPPED_MODEL = "model"  # the trained base model that ships inside the package: assets/model/
+SHIPPED_CHAT_MODEL = "chat-model"  # the chat model (SFT + RL of the base) that ships with it: assets/chat-model/
 
 
-def shipped_model() -> Path | None:
-    """The run folder of the model that ships with glassgpt, if this install has one."""
+def shipped_model(name: str = SHIPPED_MODEL) -> Path | None:
+    """The run folder of a model that ships with glassgpt (`name`: SHIPPED_MODEL or
+    SHIPPED_CHAT_MODEL), if this install has it."""
     from glassgpt.assets import asset
 
-    folder = Path(str(asset(SHIPPED_MODEL)))
+    folder = Path(str(asset(name)))
     return folder if RunFolder(folder).is_run() else None
 
 
-def default_model(demo_dir: Path) -> Path | None:
-    """The model a command uses when none is named: the user's own demo run at `demo_dir` if
-    there is one (it is theirs, and newest), else the model shipped with glassgpt."""
-    return demo_dir if RunFolder(demo_dir).is_run() else shipped_model()
+def default_model(own_dir: Path, shipped: str = SHIPPED_MODEL) -> Path | None:
+    """The model a command uses when none is named: the user's own run at `own_dir` if there is
+    one (it is theirs, and newest), else the shipped model `shipped`."""
+    return own_dir if RunFolder(own_dir).is_run() else shipped_model(shipped)
 
 
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedRun:

@@ -12,7 +12,7 @@ from glassgpt.commands.common import add_device_option, add_quantize_option, dev
 from glassgpt.commands.sft_cmd import DEFAULT_OUT
 from glassgpt.engine import SamplingConfig
 from glassgpt.errors import GlassError
-from glassgpt.runs import default_model
+from glassgpt.runs import SHIPPED_CHAT_MODEL, default_model
 
 HELP = "commands: /reset (forget the conversation), /temperature T, /quit (or Ctrl-D)"
 
@@ -93,10 +93,10 @@ def interactive(session: ChatSession) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.model or default_model(DEFAULT_OUT)
+    path = args.model or default_model(DEFAULT_OUT, SHIPPED_CHAT_MODEL)
     if path is None:
-        raise GlassError(f"no --model given and no chat model at {DEFAULT_OUT}: make one with "
-                         f"`glassgpt sft --out {DEFAULT_OUT}` (after `glassgpt demo`)")
+        raise GlassError(f"no --model given, no chat model at {DEFAULT_OUT} and none shipped with this install: "
+                         f"make one with `glassgpt sft --out {DEFAULT_OUT}`")
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, max_new_tokens=args.max_tokens,
                               seed=args.seed)
     run_ = load_chat_model(path, device(args))

@@ -47,7 +47,7 @@ from glassgpt.train.sft import start_training
 
 #: RL's recipe: small constant steps (the policy gradient is noisy; a big step can wreck the
 #: chat model's format), one optimizer step per batch of fresh samples.
-RL_TRAIN = TrainConfig(batch_size=8, max_steps=60, optimizer="adamw", lr=5e-5, schedule="cosine", min_lr_ratio=1.0,
+RL_TRAIN = TrainConfig(batch_size=8, max_steps=150, optimizer="adamw", lr=1e-4, schedule="cosine", min_lr_ratio=1.0,
                        warmup_steps=0, weight_decay=0.0, grad_clip=1.0, eval_every=10, log_every=1, save_every=10,
                        dtype="fp32")
 RL_PANELS = [("reward_mean", "mean reward (training samples)"), ("heldout_accuracy", "held-out accuracy (greedy)"),

@@ -1,0 +1,64 @@
+"""Can a model copy from its own context? (The skill that worked answers need.)
+
+A worked answer restates parts of the question ("Spell strawberry letter by letter", "7 + 9 =
+16" for 347 + 589), so a model must be able to find and copy tokens it has already read. In
+large models, "induction heads" do this: the second time a passage appears, its tokens become
+easy to predict. This script measures it: each text is fed twice in a row, and it prints the
+mean log-probability of the tokens in the first and in the second copy, and how often the most
+likely next token in the second copy is the copied one. A model that copies has a much higher
+log-probability (and top-1 accuracy) on the second copy; one that does not scores both alike.
+
+    python benchmarks/copying.py src/glassgpt/assets/model runs/pipeline/sft
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from glassgpt.errors import GlassError
+from glassgpt.runs import load_run
+
+TEXTS = {
+    "a sentence of the corpus": "Mr. Bennet was among the earliest of those who waited on Mr. Bingley. He had always "
+                                "intended to visit him, though to the last always assuring his wife that he should "
+                                "not go",
+    "a list of words": "tipholuses raspberry marianne thwarted incumbent propriety whaleman strawberry agate evans",
+    "numbers": "347 + 589 = 936, 8364 - 7219 = 1145, 56 + 19 = 75, 902 - 31 = 871",
+}
+
+
+@torch.no_grad()
+def copy_scores(model: torch.nn.Module, bos_id: int, ids: list[int]) -> tuple[float, float, float]:
+    """(mean log p of the first copy, of the second copy, top-1 accuracy on the second copy)."""
+    n = len(ids)
+    x = torch.tensor([[bos_id, *ids, *ids]])
+    logp = torch.log_softmax(model(x).logits.float(), dim=-1)[0, :-1]  # position t predicts token t+1
+    targets = x[0, 1:]
+    token_logp = logp.gather(1, targets[:, None])[:, 0]
+    top1 = (logp[n:].argmax(-1) == targets[n:]).float().mean()
+    return float(token_logp[:n].mean()), float(token_logp[n:].mean()), float(top1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="run folders")
+    args = parser.parse_args(argv)
+    print(f"{'model':<34} {'text':<26} {'tokens':>6} {'log p 1st':>9} {'log p 2nd':>9} {'top-1 2nd':>9}")
+    for path in args.models:
+        try:
+            run = load_run(path)
+        except GlassError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        for name, text in TEXTS.items():
+            ids = run.tokenizer.encode(text)[:(run.config.model.context_length - 1) // 2]  # both copies fit
+            first, second, top1 = copy_scores(run.model, run.tokenizer.bos_id, ids)
+            print(f"{str(path)[-34:]:<34} {name:<26} {len(ids):>6} {first:>9.2f} {second:>9.2f} {top1:>9.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
