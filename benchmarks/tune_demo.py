@@ -47,6 +47,15 @@ CANDIDATES: dict[str, dict[str, dict]] = {
                                                "tokenizer": {"vocab_size": 8192}, "model": {"vocab_size": 8192}},
     "muon wsd, context 256 batch 16": {"train": {**MUON_WSD, "batch_size": 16}, "model": {"context_length": 256}},
 }
+# Second round, each one change to the demo of the first round (muon 0.04 / adamw 3e-3, vocab 8192).
+DEMO_1 = {**MUON_WSD, "muon_lr": 0.04, "lr": 3e-3}
+VOCAB_8192 = {"tokenizer": {"vocab_size": 8192}, "model": {"vocab_size": 8192}}
+CANDIDATES |= {
+    "demo 1, batch 16": {"train": {**DEMO_1, "batch_size": 16}, **VOCAB_8192},
+    "demo 1, wsd decay 0.4": {"train": {**DEMO_1, "decay_fraction": 0.4}, **VOCAB_8192},
+    "demo 1, adamw 6e-3": {"train": {**DEMO_1, "lr": 6e-3}, **VOCAB_8192},
+    "demo 1, decay to 0": {"train": {**DEMO_1, "min_lr_ratio": 0.0}, **VOCAB_8192},
+}
 
 
 def candidate_config(changes: dict[str, dict], minutes: float, seed: int) -> RunConfig:

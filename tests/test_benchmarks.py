@@ -138,3 +138,19 @@ def test_copying_measure_tells_a_copying_model_from_one_that_cannot_copy(tiny_ru
     assert first == pytest.approx(second) and top1 < 0.1
     assert copying.main([str(tiny_run)]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + len(copying.TEXTS)
+
+
+def test_long_generation_benchmark_rolls_at_one_position_per_token(tiny_run: Path, capsys):
+    long_generation = importlib.import_module("benchmarks.long_generation")
+    context = 64  # the tiny preset's
+    assert long_generation.sliding_starts(3 * context, context)[context - 1:context + 2] == [0, 17, 17]
+    assert long_generation.main(["--model", str(tiny_run), "--quick", "--tokens", str(3 * context)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| way")}
+    assert set(rows) == {"rolling cache", "sliding window", "fresh full window (reference)"}
+    # Rolling: the prompt's prefill, then one position per token. Sliding re-reads 3/4 of the
+    # context every context/4 tokens, so it runs ~3 positions per token once past the context.
+    assert float(rows["rolling cache"][2]) < 1.2 < 2 < float(rows["sliding window"][2])
+    assert all(float(cells[3]) > 0 for cells in rows.values())
+    assert "check ok" in out

@@ -50,3 +50,9 @@ def test_the_command_prints_a_table_for_base_and_chat_models(tiny_run: Path, tin
 def test_unknown_task(tiny_chat_run: Path, capsys):
     code, _, err = run_cli(capsys, "eval-chat", "--model", str(tiny_chat_run), "--task", "poetry")
     assert_one_line_error(code, err, "unknown task 'poetry': choose one of addition, subtraction")
+
+
+def test_rl_practises_every_built_in_task_by_default():
+    from glassgpt.config import RLConfig
+
+    assert RLConfig().tasks == tuple(TASKS)

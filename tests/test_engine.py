@@ -1,3 +1,4 @@
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from glassgpt.engine import (
     sample_next,
 )
 from glassgpt.errors import GlassError
-from glassgpt.model import GPT
+from glassgpt.model import GPT, KVCache
 from glassgpt.runs import load_run
 from glassgpt.tokenizer import Tokenizer
 
@@ -138,12 +139,12 @@ def test_bad_sampling_options_are_rejected(bad: dict, message: str):
 CHARS = "abcdefghijklmnopqrstuvwxyz .,"
 
 
-def random_engine(context: int = 64, seed: int = 0, head_std: float = 0.5) -> Engine:
+def random_engine(context: int = 64, seed: int = 0, head_std: float = 0.5, position: str = "rope") -> Engine:
     """A random char-level model whose output head is scaled up, so that its distributions are
     peaked (top-k / top-p then keep few tokens) rather than nearly uniform."""
     tokenizer = Tokenizer.train_char([CHARS])
     config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=context, n_layer=2,
-                         n_head=2, n_kv_head=1, d_model=32, tie_embeddings=False)
+                         n_head=2, n_kv_head=1, d_model=32, tie_embeddings=False, position=position)
     torch.manual_seed(seed)
     model = GPT(config)
     with torch.no_grad():
@@ -204,9 +205,10 @@ def test_generate_ids_batched_samples_match_the_uncached_model():
     assert [s.token_ids for s in again.samples] == [s.token_ids for s in result.samples]
 
 
-def test_generate_ids_slides_its_window_past_the_context():
+def test_generate_ids_slides_its_window_past_the_context_with_learned_positions():
     context = 16
-    engine = random_engine(context=context, seed=2)
+    engine = random_engine(context=context, seed=2, position="learned")
+    assert not engine.rolling
     prompt_ids = [engine.tokenizer.bos_id, *engine.tokenizer.encode("a dog ran")]
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=3 * context, num_samples=2, seed=3,
                               stop_at_eos=False)
@@ -226,6 +228,73 @@ def test_generate_ids_slides_its_window_past_the_context():
         assert len(sample.token_ids) == 3 * context
         check_against_uncached(engine, prompt_ids, sample, sampling, window_rule)
     assert len(starts) >= 3  # the window really slid, more than once
+
+
+def banded_logits(engine: Engine, ids: list[int], window: int, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
+    """The reference for a rolling cache: one full forward pass over all of `ids` (as if the
+    context were that long; the RoPE table just gets longer), every position attending to itself
+    and the `window - 1` positions before it. Logits (T, V)."""
+    config = engine.model.config
+    long_model = GPT(dataclasses.replace(config, context_length=len(ids))).eval()
+    long_model.load_state_dict(engine.model.state_dict())
+    plain_attention = torch.nn.functional.scaled_dot_product_attention
+
+    def band_attention(q, k, v, is_causal=False, **kwargs):
+        T = q.size(-2)
+        query, key = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        band = (key <= query) & (key > query - window)
+        return plain_attention(q, k, v, attn_mask=band)
+
+    with monkeypatch.context() as patch, torch.no_grad():
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", band_attention)
+        return long_model(torch.tensor([ids])).logits[0].float()
+
+
+def test_generate_ids_rolls_a_rotary_cache_past_the_context(monkeypatch):
+    """Past the context, each new token overwrites the oldest cached position: one position of
+    work per token, and the same logits as a full pass with the causal mask cut to a band of
+    `context` positions (never a re-read of the window)."""
+    context = 16
+    engine = random_engine(context=context, seed=2)
+    assert engine.rolling
+    prompt_ids = [engine.tokenizer.bos_id, *engine.tokenizer.encode("a dog ran")]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=4 * context, num_samples=2, seed=3,
+                              stop_at_eos=False)
+    forward_lengths: list[int] = []
+    hook = engine.model.register_forward_pre_hook(lambda _, args: forward_lengths.append(args[0].size(1)))
+    try:
+        result = engine.generate_ids(prompt_ids, sampling)
+    finally:
+        hook.remove()
+    # One prefill of the prompt, then one position per new token (the last one needs no pass).
+    assert forward_lengths == [len(prompt_ids)] + [1] * (4 * context - 1)
+    assert len({tuple(s.token_ids) for s in result.samples}) == 2
+    for sample in result.samples:
+        assert len(sample.token_ids) == 4 * context
+        ids = prompt_ids + sample.token_ids
+        reference = banded_logits(engine, ids, context, monkeypatch).log_softmax(-1)
+        predicted_at = range(len(prompt_ids) - 1, len(ids) - 1)  # the position that predicts each new token
+        expected = [float(reference[at, token]) for at, token in zip(predicted_at, sample.token_ids, strict=True)]
+        assert sample.logprobs == pytest.approx(expected, abs=1e-4)
+    # The band matters: a plain causal pass over everything (a context of 4x) predicts differently.
+    unbanded = banded_logits(engine, ids, len(ids), monkeypatch).log_softmax(-1)
+    late = [float(unbanded[at, token]) for at, token in zip(predicted_at, sample.token_ids, strict=True)][2 * context:]
+    assert late != pytest.approx(expected[2 * context:], abs=1e-3)
+
+
+def test_a_rolling_cache_takes_one_position_at_a_time_past_its_length():
+    engine = random_engine(context=8)
+    config = engine.model.config
+    with pytest.raises(ValueError, match="only a rotary"):
+        KVCache(dataclasses.replace(config, position="learned"), 1, 8, rolling=True)
+    cache = KVCache(config, 1, 8, rolling=True)
+    with torch.no_grad():
+        engine.model(torch.zeros(1, 7, dtype=torch.long), kv_cache=cache)
+        with pytest.raises(ValueError, match="one position at a time"):
+            engine.model(torch.zeros(1, 2, dtype=torch.long), kv_cache=cache)
+        for _ in range(20):
+            engine.model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+    assert cache.position == 27
 
 
 def test_generate_ids_crops_long_prompts_and_rejects_bad_ones():

@@ -40,6 +40,13 @@ class ModelConfig:
     d_model: int = 256
     mlp_hidden: int = 0  # 0 = about 8/3 * d_model rounded up to a multiple of 64 (SwiGLU), 4 * d_model (GELU)
     rope_theta: float = 10000.0
+    # Llama 3.1's RoPE scaling ("llama3"), only for imported models: rotations slower than the
+    # original context are slowed down by `rope_scaling_factor`, faster ones kept, a smooth blend
+    # between (`glassgpt.model.rope_frequencies`). 1.0 = off, as in Llama 1-3 and glassgpt's models.
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_context: int = 8192
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     norm: str = "rmsnorm"  # "rmsnorm" (Llama: x / rms(x) * gain) | "layernorm" (GPT-2: centred, gain and bias)
@@ -65,6 +72,13 @@ class ModelConfig:
         _require(self.mlp in ("swiglu", "gelu"), f"mlp must be swiglu or gelu, got {self.mlp!r}")
         if self.position == "rope":
             _require(self.head_dim % 2 == 0, f"head size d_model/n_head must be even for RoPE, got {self.head_dim}")
+        _require(self.rope_scaling_factor >= 1.0, f"rope_scaling_factor must be >= 1 (1 = off), got {self.rope_scaling_factor}")
+        if self.rope_scaling_factor != 1.0:
+            _require(0 < self.rope_low_freq_factor < self.rope_high_freq_factor,
+                     f"RoPE scaling needs 0 < low_freq_factor < high_freq_factor, got {self.rope_low_freq_factor} "
+                     f"and {self.rope_high_freq_factor}")
+            _require(self.rope_original_context >= 1,
+                     f"rope_original_context must be >= 1, got {self.rope_original_context}")
         _require(self.mlp_hidden >= 0, f"mlp_hidden must be >= 0, got {self.mlp_hidden}")
         if self.mlp_hidden == 0:
             # SwiGLU's three matrices at 8/3 x cost what GELU's two at 4x do.
@@ -194,7 +208,10 @@ class TrainConfig:
 class RLConfig:
     """Reinforcement learning's own settings (GRPO-style; see `glassgpt.train.rl`)."""
 
-    tasks: tuple[str, ...] = ("addition", "subtraction", "letters")  # built-in tasks to practise
+    # Built-in tasks to practise; default: every one (`glassgpt.data.tasks.TASKS`, a test checks).
+    # Practising only the reasoning tasks made the shipped base's chat model answer "Answer: 1"
+    # to everything (the one answer that pays on letters) and forget the rest (README).
+    tasks: tuple[str, ...] = ("addition", "subtraction", "letters", "source", "quote", "character", "identity")
     group_size: int = 8  # samples per problem; advantages compare a sample with its group
     problems_per_step: int = 4
     max_response_tokens: int = 160  # a longer answer is cut, unrewarded ("truncated")

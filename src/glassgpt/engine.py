@@ -4,8 +4,11 @@ The model only scores; this engine decides. One step = logits for the last posit
 temperature -> top-k / top-p filtering -> pick a token (argmax at temperature 0, otherwise a
 random draw) -> append -> repeat. The prompt is read once ("prefill") into a KV cache so that
 each new token costs one position of work ("decode"). Several samples of one prompt share the
-prefill (the cache is copied n times) and run as one batch. Past the context the window slides:
-when the cache is full, the last three quarters of the context are read in again.
+prefill (the cache is copied n times) and run as one batch. Past the context, a rotary (Llama-
+style) model's cache rolls: each new token replaces the oldest position, so every token costs one
+position of work and sees the last `context` positions (`glassgpt.model.KVCache`). A model with
+learned positions (GPT-2) has no positions past its context, so its window slides instead: when
+the cache is full, the last three quarters of the context are read in again as a fresh prompt.
 
 Two layers:
 
@@ -197,6 +200,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.context = model.config.context_length
+        # Past the context, a rotary model's cache rolls; learned positions slide the window.
+        self.rolling = model.config.position == "rope"
 
     def crop_prompt(self, ids: list[int]) -> tuple[list[int], int]:
         """`ids` cropped from the left to leave room for at least one new token; and how many went."""
@@ -257,7 +262,7 @@ class Engine:
             # Prefill once at batch 1, then copy the cache for each sample. The cache holds what this
             # generation can reach (at most the context), not always the whole context.
             cache_length = min(self.context, len(ids) + sampling.max_new_tokens)
-            cache = KVCache(self.model.config, 1, cache_length, self.device, dtype)
+            cache = KVCache(self.model.config, 1, cache_length, self.device, dtype, rolling=self.rolling)
             logits = self.model(torch.tensor([ids], device=self.device), kv_cache=cache).logits[:, -1]
             if n > 1:
                 cache.repeat_batch(n)
@@ -293,9 +298,9 @@ class Engine:
                         finished[i], sample.finish_reason = True, "stop"
                 if all(finished) or step == sampling.max_new_tokens - 1:
                     break  # no forward pass for a token that will never be used
-                if cache.position >= cache.max_length:
-                    # The window is full: keep the last three quarters and read them in again
-                    # (positions restart at 0, so this is exactly a fresh prompt of those tokens).
+                if cache.position >= cache.max_length and not cache.rolling:
+                    # Learned positions, window full: keep the last three quarters and read them in
+                    # again (positions restart at 0, so this is exactly a fresh prompt of those tokens).
                     keep = history[:, -max(1, 3 * self.context // 4):]
                     cache = KVCache(self.model.config, n, self.context, self.device, dtype)
                     logits = self.model(keep, kv_cache=cache).logits[:, -1]

@@ -22,6 +22,7 @@ Shape names: B batch, T time (positions), D d_model, H heads, K kv heads, Dh hea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,24 +37,50 @@ class KVCache:
 
     The engine creates one per generation; each attention layer writes its new keys/values at
     `position` and reads everything before. `advance` moves `position` after all layers ran.
+
+    A `rolling` cache (rotary models only) goes on past `max_length`: each new position
+    overwrites the slot of the oldest one (slot = position mod max_length), so a long generation
+    costs one position of work per token and attends to the last `max_length` positions. This is
+    sound because the keys are stored already rotated to their own positions and a single query
+    attends to every stored key (softmax does not care about their order): a rotary score depends
+    only on the distance between query and key, which never exceeds the context the model was
+    trained on. The result equals a full forward pass whose causal mask is cut to a band of
+    `max_length` positions (tests/test_engine.py checks exactly that). Positions past the context
+    enter one at a time; a learned position table (GPT-2) has no rows for them, so such models
+    slide their window instead (`glassgpt.engine`).
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, max_length: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 rolling: bool = False) -> None:
+        if rolling and config.position != "rope":
+            raise ValueError("only a rotary model's cache can roll past its length")
         shape = (config.n_layer, batch_size, config.n_kv_head, max_length, config.head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.position = 0
+        self.position = 0  # the next token's position in the whole sequence
         self.max_length = max_length
+        self.rolling = rolling
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's k, v (B, K, T, Dh) for `layer`; return all keys/values so far."""
+        """Store this step's k, v (B, K, T, Dh) for `layer`; return the keys/values it may attend to.
+
+        Until the cache is full they are in position order, ending with the new ones; once a
+        rolling cache wraps, they are the last `max_length` positions in slot order.
+        """
         end = self.position + k.size(2)
-        if end > self.max_length:
-            raise ValueError(f"KV cache full: {end} positions > {self.max_length}")
-        self.keys[layer, :, :, self.position:end] = k
-        self.values[layer, :, :, self.position:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        if end <= self.max_length:
+            self.keys[layer, :, :, self.position:end] = k
+            self.values[layer, :, :, self.position:end] = v
+            return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        if not self.rolling or k.size(2) != 1:
+            raise ValueError(f"KV cache full: {end} positions > {self.max_length}"
+                             + (" (a rolling cache takes one position at a time past its length)"
+                                if self.rolling else ""))
+        slot = self.position % self.max_length  # the oldest position's slot
+        self.keys[layer, :, :, slot] = k[:, :, 0]
+        self.values[layer, :, :, slot] = v[:, :, 0]
+        return self.keys[layer], self.values[layer]
 
     def advance(self, n: int) -> None:
         self.position += n
@@ -86,11 +113,34 @@ def make_norm(config: ModelConfig) -> nn.Module:
     return RMSNorm(config.d_model, config.norm_eps)
 
 
-def rope_tables(config: ModelConfig, length: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (length, Dh/2) of each position's rotation angle for each frequency."""
+def rope_frequencies(config: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Rotation speed (radians per position) of each of the Dh/2 pairs: theta^(-i / (Dh/2)).
+
+    With Llama 3.1's scaling (`rope_scaling_factor` > 1), pairs whose wavelength exceeds the
+    original context / low_freq_factor turn `factor` times slower, those shorter than original
+    context / high_freq_factor are unchanged, and those between are blended linearly in
+    (original context / wavelength), as transformers' "llama3" RoPE does.
+    """
     half = config.head_dim // 2
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
-    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # (T, Dh/2)
+    factor = config.rope_scaling_factor
+    if factor == 1.0:
+        return inv_freq
+    low, high, original = config.rope_low_freq_factor, config.rope_high_freq_factor, config.rope_original_context
+    wavelength = 2 * math.pi / inv_freq
+    slow = wavelength > original / low
+    fast = wavelength < original / high
+    blend = (original / wavelength - low) / (high - low)  # 0 at the slow edge, 1 at the fast edge
+    blended = (1 - blend) * inv_freq / factor + blend * inv_freq
+    return torch.where(slow, inv_freq / factor, torch.where(fast, inv_freq, blended))
+
+
+def rope_tables(config: ModelConfig, length: int, device: torch.device | str = "cpu",
+                start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (length, Dh/2) of the rotation angle of positions start..start+length-1 for each frequency."""
+    inv_freq = rope_frequencies(config, device)
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)  # (T, Dh/2)
     return angles.cos(), angles.sin()
 
 
@@ -263,11 +313,15 @@ class GPT(nn.Module):
         """
         B, T = ids.shape
         start = kv_cache.position if kv_cache is not None else 0
-        if start + T > self.config.context_length:
+        rolling = kv_cache is not None and kv_cache.rolling
+        if start + T > self.config.context_length and not rolling:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.context_length}")
         x = self.embed(ids)  # (B, T, D)
         if self.rotary:
-            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh/2)
+            if start + T <= len(self.rope_cos):
+                cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, Dh/2)
+            else:  # a rolling cache past the context: these positions' rows, made as the table's are
+                cos, sin = rope_tables(self.config, T, ids.device, start)
         else:
             cos = sin = None
             x = x + self.pos_embed(torch.arange(start, start + T, device=ids.device))  # (T, D), same for every row

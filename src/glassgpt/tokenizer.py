@@ -11,7 +11,8 @@ Owns three kinds, all behind one `Tokenizer` class:
 Special tokens are read from the file: the ``added_tokens`` of ``tokenizer.json`` marked
 ``"special": true``, whatever their ids and order, so a file with a token added later (or
 specials moved) still loads. Only what glassgpt uses is required: ``<|bos|>`` and
-``<|eos|>`` for "bpe" and "char" (pad is ``<|pad|>`` if present, else eos);
+``<|eos|>`` for "bpe" and "char", or Llama 3's names for them, ``<|begin_of_text|>`` and
+``<|end_of_text|>`` (`BOS_EOS_NAMES`; pad is ``<|pad|>`` if present, else eos);
 ``<|endoftext|>`` for "gpt2", which has that one special (50256) serving as bos, eos and
 pad. A byte-level BPE file whose specials include ``<|endoftext|>`` but no ``<|bos|>``
 loads as "gpt2". New tokenizers are trained with ``SPECIAL_TOKENS`` appended after the
@@ -72,6 +73,9 @@ KINDS = ("bpe", "char", "gpt2")
 #: GPT-2's pre-tokenizer regex; also what `tokenizers`' ByteLevel pre-tokenizer uses.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_EOT = "<|endoftext|>"
+#: The names a "bpe" or "char" file may give its start and end of document: glassgpt's own, then
+#: Llama 3's (imported models; the first pair the file has both of is used).
+BOS_EOS_NAMES = (("<|bos|>", "<|eos|>"), ("<|begin_of_text|>", "<|end_of_text|>"))
 GPT2_VOCAB_SIZE = 50257
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS) + 1
 TOKENIZER_FILE = "tokenizer.json"
@@ -176,8 +180,9 @@ class Tokenizer:
             eot = self._require_special(GPT2_EOT, source, "use Tokenizer.gpt2()")
             self.bos_id = self.eos_id = self.pad_id = eot
         else:
-            self.bos_id = self._require_special("<|bos|>", source)
-            self.eos_id = self._require_special("<|eos|>", source)
+            bos, eos = next((pair for pair in BOS_EOS_NAMES if set(pair) <= set(self.special_ids)), BOS_EOS_NAMES[0])
+            self.bos_id = self._require_special(bos, source)
+            self.eos_id = self._require_special(eos, source)
             # Padding positions are masked out of the loss, so any id does; eos is the usual stand-in.
             self.pad_id = self.special_ids.get("<|pad|>", self.eos_id)
         self._id_bytes = self._build_byte_table(source)
@@ -306,7 +311,7 @@ class Tokenizer:
         elif model_type == "BPE":
             specials = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
             # GPT-2's convention (one <|endoftext|> for bos, eos and pad), even with tokens added.
-            is_gpt2 = GPT2_EOT in specials and "<|bos|>" not in specials
+            is_gpt2 = GPT2_EOT in specials and not any(bos in specials for bos, _ in BOS_EOS_NAMES)
             kind = "gpt2" if is_gpt2 else "bpe"
         else:
             raise GlassError(f"{source} has a {model_type} model, which glassgpt does not use: {fix}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from glassgpt.cli import main
 from glassgpt.engine import Engine, SamplingConfig
 from glassgpt.interop.hf_import import import_hf
+from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, load_run
 from glassgpt.tokenizer import Tokenizer
 
@@ -150,6 +152,67 @@ def test_sharded_pytorch_bin_imports(tmp_path: Path, gpt2_tokenizer_files):
     _put(gpt2_tokenizer_files, folder)
     import_hf(folder, tmp_path / "run")
     _assert_same_model(tmp_path / "run", model)
+
+
+#: Llama 3's pre-tokenizer regex (its tokenizer.json splits with it, then maps bytes as GPT-2 does).
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _llama3_tokenizer(folder: Path) -> int:
+    """A small tokenizer built the way Llama 3's is (its regex, byte-level BPE, then its specials
+    <|begin_of_text|>, <|end_of_text|>, <|eot_id|> after the merges), saved as transformers saves
+    it; returns its vocabulary size."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([TEXT * 20, "Numbers 12345 and 'quotes' too.\n"], trainer)
+    tok.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                            eos_token="<|end_of_text|>").save_pretrained(folder)
+    return tok.get_vocab_size()
+
+
+def test_llama3_with_its_tokenizer_and_rope_scaling_imports(tmp_path: Path):
+    """Llama 3.1/3.2's shape: its tokenizer's special names and the "llama3" RoPE scaling (with
+    these sizes some rotation frequencies are kept, some blended and some slowed 8x)."""
+    folder = tmp_path / "llama3"
+    vocab_size = _llama3_tokenizer(folder)
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+    model = _llama(vocab_size=vocab_size, hidden_size=64, num_key_value_heads=2, rope_theta=10000.0,
+                   max_position_embeddings=256, rope_scaling=scaling, tie_word_embeddings=False)
+    model.save_pretrained(folder)
+    import_hf(folder, tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    assert run.tokenizer.kind == "bpe" and not run.tokenizer.fast  # Llama 3's regex: the tokenizers path
+    assert run.tokenizer.special_ids["<|begin_of_text|>"] == run.tokenizer.bos_id == vocab_size - 3
+    assert run.tokenizer.eos_id == vocab_size - 2
+    assert (run.config.model.rope_scaling_factor, run.config.model.rope_original_context) == (8.0, 64)
+    _assert_same_model(tmp_path / "run", model)
+    # The scaling matters here: the same weights without it give other logits.
+    unscaled = GPT(dataclasses.replace(run.config.model, rope_scaling_factor=1.0)).eval()
+    unscaled.load_state_dict(run.model.state_dict())
+    ids = torch.tensor([[run.tokenizer.bos_id, *run.tokenizer.encode(TEXT)]])
+    with torch.no_grad():
+        assert not torch.allclose(unscaled(ids).logits, run.model(ids).logits, atol=1e-3)
+    # Export writes the scaling back: transformers reads the same model from it.
+    assert main(["export-hf", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    from transformers import LlamaForCausalLM
+
+    exported = LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, run.model(ids).logits, atol=1e-4, rtol=0)
+    assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert load_run(tmp_path / "back").config.model == run.config.model
 
 
 def test_export_then_import_is_exact(tiny_run: Path, tmp_path: Path):

@@ -70,6 +70,11 @@ def llama_config_dict(config: ModelConfig) -> dict[str, Any]:
         "max_position_embeddings": config.context_length,
         "rms_norm_eps": config.norm_eps,
         "rope_theta": config.rope_theta,
+        **({"rope_scaling": {"rope_type": "llama3", "factor": config.rope_scaling_factor,
+                             "low_freq_factor": config.rope_low_freq_factor,
+                             "high_freq_factor": config.rope_high_freq_factor,
+                             "original_max_position_embeddings": config.rope_original_context}}
+           if config.rope_scaling_factor != 1.0 else {}),
         "tie_word_embeddings": config.tie_embeddings,
         "attention_bias": config.bias,
         "mlp_bias": config.bias,
@@ -85,7 +90,15 @@ def model_config_from_llama(hf: HFConfig) -> ModelConfig:
     # transformers 5 keeps rope_theta inside rope_parameters, earlier versions beside it.
     theta = rope.get("rope_theta", hf.get("rope_theta", float, 10000.0))
     unsupported = []
-    if (kind := rope.get("rope_type", rope.get("type", "default"))) != "default":
+    scaling = {}
+    if (kind := rope.get("rope_type", rope.get("type", "default"))) == "llama3":
+        try:
+            scaling = dict(rope_scaling_factor=float(rope["factor"]), rope_low_freq_factor=float(rope["low_freq_factor"]),
+                           rope_high_freq_factor=float(rope["high_freq_factor"]),
+                           rope_original_context=int(rope["original_max_position_embeddings"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise GlassError(f"{hf.source} has llama3 RoPE scaling without a valid {err}: fix its config.json") from None
+    elif kind != "default":
         unsupported.append(f"RoPE scaling {kind!r}")
     if (head_dim := hf.get("head_dim", int, d_model // n_head)) * n_head != d_model:
         unsupported.append(f"head_dim {head_dim} != hidden_size / num_attention_heads")
@@ -105,6 +118,7 @@ def model_config_from_llama(hf: HFConfig) -> ModelConfig:
         d_model=d_model,
         mlp_hidden=hf.get("intermediate_size", int),
         rope_theta=float(theta),
+        **scaling,
         norm_eps=hf.get("rms_norm_eps", float, 1e-6),
         tie_embeddings=hf.get("tie_word_embeddings", bool, False),
         bias=bias,

@@ -141,6 +141,12 @@ def _metric_means(records: Sequence[dict], key: str, first: bool, n: int = 10) -
     return sum(part) / len(part) if part else None
 
 
+def training_minutes(run: RunFolder) -> float:
+    """Minutes of training the run's metrics record (its own clock: right also for a stage that
+    was finished earlier and kept by --resume)."""
+    return max((r["elapsed_s"] for r in run.read_metrics() if "elapsed_s" in r), default=0.0) / 60
+
+
 def pipeline_report(models: Sequence[ModelScores], rl_tasks: Sequence[str], sft_run: RunFolder, rl_run: RunFolder,
                     problems: int, seconds: dict[str, float]) -> str:
     """report.md: what was run, the accuracy table, the curves, and answers side by side."""
@@ -155,11 +161,11 @@ def pipeline_report(models: Sequence[ModelScores], rl_tasks: Sequence[str], sft_
         f"- base model: `{base.path}`",
         f"- SFT: `glassgpt sft --model {base.path} --out {sft_run.path}`: {sft_config.train.max_steps} steps of "
         f"{sft_config.train.batch_size} packed conversations, AdamW lr {sft_config.train.lr:g} "
-        f"({seconds.get('sft', 0) / 60:.1f} min)",
+        f"({training_minutes(sft_run):.1f} min of training)",
         f"- RL: `glassgpt rl --model {sft_run.path} --out {rl_run.path}`: {rl_cfg.train.max_steps} steps of "
         f"{rl_settings.problems_per_step} problems x {rl_settings.group_size} samples on "
         f"{', '.join(rl_settings.tasks)}; reward 1 = right and ended, else 0; AdamW lr {rl_cfg.train.lr:g} "
-        f"({seconds.get('rl', 0) / 60:.1f} min)",
+        f"({training_minutes(rl_run):.1f} min of training)",
         f"- measured: greedy answers to {problems} held-out problems per task (fewer where a task has fewer), "
         f"never trained on; the base model gets a 3-shot prompt, the others the chat template "
         f"({seconds.get('eval', 0) / 60:.1f} min)",
