@@ -56,6 +56,15 @@ CANDIDATES |= {
     "demo 1, adamw 6e-3": {"train": {**DEMO_1, "lr": 6e-3}, **VOCAB_8192},
     "demo 1, decay to 0": {"train": {**DEMO_1, "min_lr_ratio": 0.0}, **VOCAB_8192},
 }
+# Third round: the two changes that helped in the second, together, and a step further.
+DEMO_2 = {**DEMO_1, "lr": 6e-3, "decay_fraction": 0.4}
+CANDIDATES |= {
+    "demo 2 (demo 1, adamw 6e-3, wsd decay 0.4)": {"train": DEMO_2, **VOCAB_8192},
+    "demo 2, adamw 1e-2": {"train": {**DEMO_2, "lr": 1e-2}, **VOCAB_8192},
+    "demo 2, muon 0.06": {"train": {**DEMO_2, "muon_lr": 0.06}, **VOCAB_8192},
+    "demo 2, wsd decay 0.6": {"train": {**DEMO_2, "decay_fraction": 0.6}, **VOCAB_8192},
+    "demo 2, adamw 2e-2": {"train": {**DEMO_2, "lr": 2e-2}, **VOCAB_8192},
+}
 
 
 def candidate_config(changes: dict[str, dict], minutes: float, seed: int) -> RunConfig:
@@ -75,6 +84,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=preset("demo").train.time_budget_min,
                         help="training minutes per run (default: the demo's)")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to add seeds later)")
     parser.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="runs and results.jsonl (default: a temp folder)")
     args = parser.parse_args()
@@ -86,7 +96,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"  # tokenizers and token caches are shared: only training time is budgeted
     results: dict[str, list[dict]] = {n: [] for n in names}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for i, name in enumerate(names):
             config = candidate_config(CANDIDATES[name], args.minutes, seed)
             result = pretrain(config, out / f"c{i}-s{seed}", cache_dir=cache, show_progress=False, log=lambda _: None)
