@@ -64,6 +64,7 @@ CANDIDATES |= {
     "demo 2, muon 0.06": {"train": {**DEMO_2, "muon_lr": 0.06}, **VOCAB_8192},
     "demo 2, wsd decay 0.6": {"train": {**DEMO_2, "decay_fraction": 0.6}, **VOCAB_8192},
     "demo 2, adamw 2e-2": {"train": {**DEMO_2, "lr": 2e-2}, **VOCAB_8192},
+    "demo 2, adamw 3e-2": {"train": {**DEMO_2, "lr": 3e-2}, **VOCAB_8192},
 }
 
 
