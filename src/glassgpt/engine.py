@@ -201,7 +201,7 @@ class Engine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.context = model.config.context_length
         # Past the context, a rotary model's cache rolls; learned positions slide the window.
-        self.rolling = model.config.position == "rope"
+        self.rolling = KVCache.can_roll(model.config)
 
     def crop_prompt(self, ids: list[int]) -> tuple[list[int], int]:
         """`ids` cropped from the left to leave room for at least one new token; and how many went."""

@@ -53,7 +53,7 @@ class KVCache:
     def __init__(self, config: ModelConfig, batch_size: int, max_length: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  rolling: bool = False) -> None:
-        if rolling and config.position != "rope":
+        if rolling and not self.can_roll(config):
             raise ValueError("only a rotary model's cache can roll past its length")
         shape = (config.n_layer, batch_size, config.n_kv_head, max_length, config.head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
@@ -61,6 +61,11 @@ class KVCache:
         self.position = 0  # the next token's position in the whole sequence
         self.max_length = max_length
         self.rolling = rolling
+
+    @staticmethod
+    def can_roll(config: ModelConfig) -> bool:
+        """Whether a cache of this model may roll past the context: rotary positions only."""
+        return config.position == "rope"
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's k, v (B, K, T, Dh) for `layer`; return the keys/values it may attend to.
