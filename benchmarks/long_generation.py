@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed generations per way (median)")
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat (seconds; for tests)")
     args = parser.parse_args(argv)
+    if args.tokens < 0 or args.repeats < 1:
+        parser.error("--tokens must be >= 0 (0 = 4 x context) and --repeats >= 1")
     try:
         path = args.model or shipped_model()
         if path is None:
