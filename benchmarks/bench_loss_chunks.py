@@ -4,8 +4,8 @@ Times, interleaved in one run (`benchmarks.common.interleaved`: the order altern
 repeats), the old full-logits path `F.cross_entropy((h @ W.T).float(), targets,
 ignore_index=-1)` against `ChunkedCrossEntropy` (what `GPT.forward` uses with targets) at
 several chunk sizes, on random fp32 hidden states h (B*T, D) and a random output matrix W
-(V, D), at the shapes of two presets: `demo` (32 x 128 tokens, D=192, V=4096) and `small`
-(32 x 256 tokens, D=320, V=8192). Each variant's loss and gradients are checked against the
+(V, D), at the shapes of two presets, `demo` and `small` (a batch's tokens B*T, D and V from the
+preset: 4096 x 192 x 8192 and 8192 x 320 x 8192 today). Each variant's loss and gradients are checked against the
 full-logits ones first. `--step` also times a whole forward + backward of the demo model, with
 the full logits and with each chunk size (~30 s more on a quiet machine).
 
@@ -37,7 +37,8 @@ from glassgpt import model as model_module  # noqa: E402
 from glassgpt.config import preset  # noqa: E402
 from glassgpt.model import GPT, ChunkedCrossEntropy  # noqa: E402
 
-SHAPES = {"demo": (32 * 128, 192, 4096), "small": (32 * 256, 320, 8192)}  # name: (B*T, D, V)
+SHAPES = {name: (preset(name).train.batch_size * preset(name).model.context_length, preset(name).model.d_model,
+                 preset(name).model.vocab_size) for name in ("demo", "small")}  # name: (B*T, D, V)
 FULL = "full logits"
 
 

@@ -106,6 +106,30 @@ def test_chunked_cross_entropy_equals_full_logits(chunk_rows):
     assert not h.grad[::3].any()  # an ignored position gets no gradient
 
 
+def test_chunked_cross_entropy_is_exact_when_the_targets_probability_underflows():
+    # In float32 the loss reads log p[target] off the softmax; a target hundreds of nats below
+    # the best logit has p = 0 there, and must still get its exact (finite) loss and gradient.
+    torch.manual_seed(0)
+    h = torch.randn(9, 4)
+    h[:4] *= 80  # logits hundreds apart in these rows
+    w = torch.randn(6, 4)
+    targets = (h @ w.t()).argmin(dim=1)  # the least likely token: p underflows in rows 0-3
+    targets[3] = -1  # ignored: an underflowing row still adds nothing (not nan)
+    reference_h, reference_w = h.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.cross_entropy(reference_h @ reference_w.t(), targets, ignore_index=-1)
+    expected.backward()
+    assert torch.softmax((h @ w.t())[:3], dim=-1).gather(1, targets[:3, None]).eq(0).all()  # it does underflow
+    h.requires_grad_(), w.requires_grad_()
+
+    loss = ChunkedCrossEntropy.apply(h, w, targets, 4, True)
+    loss.backward()
+
+    assert expected > 50  # the underflowing rows dominate it
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(h.grad.double(), reference_h.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w.grad.double(), reference_w.grad, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 7, 1000])  # 2 x 24 = 48 rows: 7 does not divide them
 @pytest.mark.parametrize("name", CONFIGS)
 def test_training_loss_and_gradients_equal_full_logits(name, chunk_rows, monkeypatch):

@@ -345,10 +345,15 @@ class GPT(nn.Module):
 
 
 # Rows of the flattened (B*T, D) hidden states per chunk of the training loss, measured with
-# benchmarks/bench_loss_chunks.py on a 2-core CPU: on a quiet machine 512 rows made the output
-# layer ~10% faster than 2048, but whole training steps were the same with 512, 1024 or 2048;
-# with other processes on the cores fewer rows (more, smaller kernels) were clearly slower.
-LOSS_CHUNK_ROWS = 2048
+# `python benchmarks/bench_loss_chunks.py --rows 256,512,1024,2048 --step` on a quiet 2-core CPU
+# (medians): a whole demo forward + backward 726 ms with 512 rows vs 774 ms with 2048 (the
+# small preset's output layer + loss 984 vs 1049 ms): a 512-row chunk's logits (16 MB at V=8192)
+# stay in cache between the softmax and the two gradient matmuls. 256 was no faster, and with
+# other processes on the cores smaller chunks (more, smaller kernels) were slower.
+LOSS_CHUNK_ROWS = 512
+# The loss reads log p[target] as log(softmax[target]); below this (p < 2e-35, near float32's
+# smallest normal number) that loses precision or is -inf, so such rows are computed exactly.
+LOG_TINY = -80.0
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
@@ -360,8 +365,10 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     that is 64 MB per float32 array, allocated, written and read again. Here `chunk_rows` rows of h are taken at a time,
     so only one chunk's logits exist at once.
 
-    Per chunk: logits = h_c @ weight.T, log p = log_softmax(logits) and the loss terms
-    -log p[target]. The gradients need p, so while it is at hand (when gradients are wanted)
+    Per chunk: logits = h_c @ weight.T, p = softmax(logits) and the loss terms -log p[target]
+    (a softmax computes each exp once; log_softmax followed by exp did it twice, ~20% slower; rows
+    whose p[target] underflows get log p from logsumexp). The gradients need p, so while it is at
+    hand (when gradients are wanted)
     they are made in the same pass: with g = p - onehot(target) and n the targets that count,
         grad h_c = g @ weight / n,    grad weight += g.T @ h_c / n
     (the 1/n, 0 for an ignored row, is applied to h_c and to grad h, not to the big g).
@@ -395,10 +402,16 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         for start in range(0, len(h), chunk_rows):
             rows = slice(start, start + chunk_rows)
             t_c = targets[rows]
-            logp = torch.log_softmax((h[rows].to(dtype) @ w.t()).to(acc), dim=-1)  # (c, V)
-            torch.gather(logp, 1, t_c[:, None], out=picked[rows, None])
+            logits = (h[rows].to(dtype) @ w.t()).to(acc)  # (c, V)
+            p = torch.softmax(logits, dim=-1)  # one exp per logit: log p[target] is read from it
+            torch.gather(p, 1, t_c[:, None], out=picked[rows, None])
+            picked[rows].log_()
+            underflow = picked[rows] < LOG_TINY  # p[target] below float32's range: log p exactly
+            if underflow.any():
+                far = underflow.nonzero()[:, 0]
+                picked[start + far] = logits[far, t_c[far]] - torch.logsumexp(logits[far], dim=-1)
             if need_grads:
-                g = logp.exp_()  # p, the softmax
+                g = p
                 g[torch.arange(len(t_c), device=g.device), t_c] -= 1  # p - onehot, still in float32
                 g = g.to(dtype)
                 torch.mm(g, w, out=grad_h[rows])
