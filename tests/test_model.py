@@ -224,3 +224,35 @@ def test_config_rejects_unknown_switches():
     for field, value in [("norm", "batchnorm"), ("position", "alibi"), ("mlp", "relu")]:
         with pytest.raises(GlassError, match=field):
             ModelConfig(**{field: value})
+
+
+def test_grouped_query_attention_equals_repeated_key_value_heads(monkeypatch):
+    # The model lets SDPA pair query heads with shared key/value heads (`enable_gqa`); the
+    # reference repeats each key/value head per query head first. Same logits in the prefill,
+    # a one-token decode step and a chunk after the cache, and the same gradients.
+    config = CONFIGS["gqa-untied"]
+    torch.manual_seed(0)
+    model = GPT(config).double()
+    ids = torch.randint(0, config.vocab_size, (2, 20))
+    targets = torch.roll(ids, -1, dims=1)
+
+    def run() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        model(ids, targets=targets).loss.backward()
+        cache = KVCache(config, 2, 20, dtype=torch.float64)
+        with torch.no_grad():
+            logits = [model(ids[:, :12], kv_cache=cache).logits, model(ids[:, 12:13], kv_cache=cache).logits,
+                      model(ids[:, 13:], kv_cache=cache).logits]
+        return logits, [p.grad for p in model.parameters()]
+
+    ours = run()
+    sdpa = F.scaled_dot_product_attention
+
+    def repeated(q, k, v, enable_gqa=False, **kwargs):
+        groups = q.size(1) // k.size(1)
+        return sdpa(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), **kwargs)
+
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", repeated)
+    reference = run()
+    for a, b in zip(ours[0] + ours[1], reference[0] + reference[1], strict=True):
+        torch.testing.assert_close(a, b, **FLOAT64)

@@ -204,6 +204,9 @@ class TrainConfig:
         _require(0 < self.val_fraction < 1, "val_fraction must be between 0 and 1")
 
 
+ADVANTAGES = ("mean", "std")  # how RL turns a group's rewards into advantages (`RLConfig.advantage`)
+
+
 @dataclass(frozen=True)
 class RLConfig:
     """Reinforcement learning's own settings (GRPO-style; see `glassgpt.train.rl`)."""
@@ -217,6 +220,9 @@ class RLConfig:
     max_response_tokens: int = 160  # a longer answer is cut, unrewarded ("truncated")
     temperature: float = 1.0  # sampling temperature of the practice answers
     heldout_problems: int = 30  # per task, for the held-out accuracy every `eval_every` steps
+    # "mean": advantage = reward - group mean (Dr. GRPO); "std": also divided by the group's
+    # standard deviation (GRPO as DeepSeekMath wrote it). Both measured on the shipped model (README).
+    advantage: str = "mean"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # JSON gives a list
@@ -226,6 +232,7 @@ class RLConfig:
         for name in ("problems_per_step", "max_response_tokens", "heldout_problems"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _require(self.temperature > 0, f"RL's sampling temperature must be > 0, got {self.temperature}")
+        _require(self.advantage in ADVANTAGES, f"advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}")
 
 
 #: The version of `config.json`'s layout; files without one are version 0 (before lineage).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from cli_run import assert_one_line_error, run_cli
@@ -28,6 +29,14 @@ def test_advantages_are_rewards_minus_the_group_mean():
     assert group_advantages([1, 0, 0, 1]) == [0.5, -0.5, -0.5, 0.5]
     assert group_advantages([1, 0, 0, 0]) == [0.75, -0.25, -0.25, -0.25]
     assert group_advantages([1, 1, 1]) == [0, 0, 0]  # nothing to learn from a group that agrees
+
+
+def test_std_advantages_divide_by_the_groups_sample_std():
+    # [1, 0, 0, 0]: mean 0.25, sample std sqrt((0.5625 + 3 * 0.0625) / 3) = 0.5
+    assert group_advantages([1, 0, 0, 0], divide_by_std=True) == pytest.approx([1.5, -0.5, -0.5, -0.5], rel=1e-3)
+    assert group_advantages([1, 0, 0, 1], divide_by_std=True) == pytest.approx(
+        [0.5 / 0.57735, -0.5 / 0.57735, -0.5 / 0.57735, 0.5 / 0.57735], rel=1e-3)
+    assert group_advantages([0, 0, 0], divide_by_std=True) == [0, 0, 0]  # a group that agrees: 0, not nan
 
 
 def answer_logprob(model, prompt: list[int], response: list[int]) -> float:

@@ -9,7 +9,7 @@ from glassgpt.commands.common import device, positive_float, positive_int
 from glassgpt.commands.sft_cmd import DEFAULT_OUT as CHAT_RUN
 from glassgpt.commands.sft_cmd import add_finetune_options
 from glassgpt.commands.train_cmd import train_changes
-from glassgpt.config import RLConfig
+from glassgpt.config import ADVANTAGES, RLConfig
 from glassgpt.data.tasks import TASKS
 from glassgpt.errors import GlassError
 from glassgpt.runs import RunFolder
@@ -18,7 +18,7 @@ from glassgpt.train.rl import RL_TRAIN, rl, rl_config
 DEFAULT_OUT = Path("runs/rl")
 RL_FLAGS = {"task": "tasks", "group_size": "group_size", "problems_per_step": "problems_per_step",
             "max_response_tokens": "max_response_tokens", "sample_temperature": "temperature",
-            "heldout_problems": "heldout_problems"}
+            "heldout_problems": "heldout_problems", "advantage": "advantage"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rl", help="reinforcement learning of a chat model on checkable problems (GRPO-style)",
         description="Practise the built-in tasks: per problem a group of sampled answers; reward 1 when the final "
                     "answer is right and the reply ended, else 0; advantage = reward - the group's mean "
-                    "(not divided by its std); token-level policy-gradient loss. Logs reward, response length, "
+                    "(by default not divided by its std); token-level policy-gradient loss. Logs reward, response length, "
                     f"truncation and held-out accuracy; draws them in rl_curves.png. Recipe: AdamW lr {RL_TRAIN.lr:g}, "
                     f"{RL_TRAIN.max_steps} steps.",
     )
@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"temperature of the practice answers (default {defaults.temperature:g})")
     g.add_argument("--heldout-problems", type=positive_int,
                    help=f"held-out problems per task for the accuracy curve (default {defaults.heldout_problems})")
+    g.add_argument("--advantage", choices=list(ADVANTAGES),
+                   help=f"reward - group mean ('mean', Dr. GRPO) or also over the group's std ('std', GRPO) "
+                        f"(default {defaults.advantage})")
     add_finetune_options(p)
     p.set_defaults(func=run)
 

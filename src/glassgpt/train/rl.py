@@ -6,9 +6,10 @@ Each step the chat model practises: for each of a few training problems of the b
 * **reward** = 1 when the final answer is right *and* the reply ended with `<|assistant_end|>`
   within `max_response_tokens`; 0 otherwise (wrong, malformed, or cut off). Nothing else: no
   bonus for the format or for length.
-* **advantage** = reward minus the mean reward of its group. It is *not* divided by the group's
-  standard deviation (as in Dr. GRPO: dividing gives the groups that are almost all right or
-  all wrong the largest weights). A group whose answers all score the same teaches nothing.
+* **advantage** = reward minus the mean reward of its group. By default it is *not* divided by
+  the group's standard deviation (as in Dr. GRPO: dividing gives the groups that are almost all
+  right or all wrong the largest weights); `RLConfig.advantage = "std"` divides (GRPO as
+  DeepSeekMath wrote it). A group whose answers all score the same teaches nothing.
 * **loss** = -sum over every answer token of advantage x log p(token), divided by the number
   of answer tokens in the whole step (token-level normalisation, as DAPO: a long answer counts
   by its tokens, not as one sample). The answers are sampled by the model being trained, once
@@ -55,10 +56,19 @@ RL_PANELS = [("reward_mean", "mean reward (training samples)"), ("heldout_accura
              ("response_length_mean", "mean response length (tokens)")]
 
 
-def group_advantages(rewards: Sequence[float]) -> list[float]:
-    """Each reward minus its group's mean (not divided by the standard deviation)."""
+#: Added to the group's standard deviation before dividing by it (a group that agrees has 0).
+STD_EPS = 1e-4
+
+
+def group_advantages(rewards: Sequence[float], divide_by_std: bool = False) -> list[float]:
+    """Each reward minus its group's mean; with `divide_by_std`, over the group's sample standard
+    deviation (+ `STD_EPS`) too, as GRPO (and TRL) do."""
     mean = sum(rewards) / len(rewards)
-    return [r - mean for r in rewards]
+    centred = [r - mean for r in rewards]
+    if not divide_by_std:
+        return centred
+    std = (sum(c * c for c in centred) / (len(rewards) - 1)) ** 0.5
+    return [c / (std + STD_EPS) for c in centred]
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ class PracticeBatches:
             stop = [sample.stop_id] if sample.stop_id is not None else []
             answers.append((sample.token_ids + stop, sample.finish_reason == "length"))
         return [Sample(result.prompt_ids, ids, r, a, truncated)
-                for (ids, truncated), r, a in zip(answers, rewards, group_advantages(rewards), strict=True)]
+                for (ids, truncated), r, a in zip(answers, rewards, group_advantages(rewards, self.rl.advantage == "std"), strict=True)]
 
     def next_step(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
@@ -199,7 +209,8 @@ def rl(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device: 
     dtype = choose_dtype(t.dtype, device)
     log(f"RL on {', '.join(settings.tasks)}: {settings.problems_per_step} problems x {settings.group_size} "
         f"samples per step (temperature {settings.temperature:g}, at most {settings.max_response_tokens} tokens); "
-        f"reward 1 = right and ended, else 0; advantage = reward - group mean")
+        f"reward 1 = right and ended, else 0; advantage = reward - group mean"
+        + (", over the group's std" if settings.advantage == "std" else ""))
 
     def heldout(is_last: bool) -> dict[str, float]:
         scores = evaluate_engine(engine, True, settings.tasks, settings.heldout_problems, seed=0,
