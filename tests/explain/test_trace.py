@@ -136,10 +136,12 @@ def test_trace_uses_the_models_own_queries_keys_and_values(
         layers = trace(model, _ids(model)).layers
         assert len(seen) == len(layers)
         for layer, (q, k, v) in zip(layers, seen, strict=True):
-            # Keys and values arrive at the kernel already repeated for grouped-query attention.
+            # The kernel gets each key/value head once (SDPA's enable_gqa pairs it with its group
+            # of query heads); the trace shows it once per query head.
+            groups = q.size(1) // k.size(1)
             assert torch.equal(layer.queries, q[0])
-            assert torch.equal(layer.keys, k[0])
-            assert torch.equal(layer.values, v[0])
+            assert torch.equal(layer.keys, k[0].repeat_interleave(groups, dim=0))
+            assert torch.equal(layer.values, v[0].repeat_interleave(groups, dim=0))
 
 
 def test_a_recomputation_out_of_step_with_the_model_is_refused(

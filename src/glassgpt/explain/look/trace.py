@@ -158,8 +158,8 @@ def causal_attention_weights(queries: torch.Tensor, keys: torch.Tensor) -> torch
 def _heads(model: GPT, index: int, store: _Capture) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v (H, T, Dh) of block `index` as float32: the model's own `qkv_heads` on its input.
 
-    Key and value heads are repeated to H for grouped-query attention, as `Attention.forward`
-    does after its (optional) KV cache.
+    Key and value heads are repeated to H for grouped-query attention: each query head is shown
+    with the key/value head it reads (`Attention.forward` lets SDPA pair them, `enable_gqa`).
     """
     attn = model.blocks[index].attn
     x, cos, sin = store.attn_in[index]
