@@ -19,6 +19,15 @@ loads as "gpt2". New tokenizers are trained with ``SPECIAL_TOKENS`` appended aft
 learned vocabulary. Added tokens *not* marked special are kept too (their text is their
 bytes), but they switch off the tiktoken fast path, which cannot match them in text.
 
+Imported Llama 1/2-family models (Llama 2, TinyLlama, Mistral) bring a SentencePiece-style BPE
+file instead (`is_sentencepiece_style`): spaces become "▁" and every text gets one at its start
+(the "dummy prefix"), characters outside the vocabulary fall back to byte tokens ``<0xE2>``,
+and bos/eos are ``<s>``/``</s>``. It loads as a "bpe" tokenizer: encoding runs on `tokenizers`
+(whole texts: cutting them would add a dummy prefix at every cut), and each token's bytes are
+its text with "▁" as a space, or the byte of a ``<0xNN>`` token; so decoding a whole text keeps
+the dummy prefix's leading space (`tokenizers` strips it), and a continuation's first token
+gets the space it stands for.
+
 Encoding semantics: ``encode(text)`` treats special-token text such as ``"<|bos|>"`` in
 the input as ordinary characters (tiktoken's ``encode_ordinary``), so user text can never
 inject control tokens; pass ``allow_special=True`` to turn such strings into their ids.
@@ -74,8 +83,11 @@ KINDS = ("bpe", "char", "gpt2")
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_EOT = "<|endoftext|>"
 #: The names a "bpe" or "char" file may give its start and end of document: glassgpt's own, then
-#: Llama 3's (imported models; the first pair the file has both of is used).
-BOS_EOS_NAMES = (("<|bos|>", "<|eos|>"), ("<|begin_of_text|>", "<|end_of_text|>"))
+#: Llama 3's and Llama 1/2's (imported models; the first pair the file has both of is used).
+BOS_EOS_NAMES = (("<|bos|>", "<|eos|>"), ("<|begin_of_text|>", "<|end_of_text|>"), ("<s>", "</s>"))
+#: SentencePiece's stand-in for a space ("▁", U+2581), and its byte-fallback tokens ("<0x0A>").
+SENTENCEPIECE_SPACE = "\u2581"
+_BYTE_FALLBACK_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 GPT2_VOCAB_SIZE = 50257
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS) + 1
 TOKENIZER_FILE = "tokenizer.json"
@@ -137,6 +149,14 @@ def _default_threads() -> int:
     return max(1, min(_MAX_THREADS, os.cpu_count() or 1))
 
 
+def is_sentencepiece_style(config: dict[str, Any]) -> bool:
+    """Whether a tokenizer.json is SentencePiece-style BPE (Llama 1/2): byte fallback, or "▁" in
+    its normalizer or pre-tokenizer (a byte-level BPE file has neither)."""
+    model = config.get("model") or {}
+    spaces = json.dumps([config.get("normalizer"), config.get("pre_tokenizer")], ensure_ascii=False)
+    return model.get("type") == "BPE" and (bool(model.get("byte_fallback")) or SENTENCEPIECE_SPACE in spaces)
+
+
 def _resolve_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser()
     return p / TOKENIZER_FILE if p.is_dir() else p
@@ -176,6 +196,7 @@ class Tokenizer:
             t.content: i for i, t in sorted(added.items()) if t.special
         }
         self._other_added = {t.content for t in added.values() if not t.special}
+        self._sentencepiece = is_sentencepiece_style(config)
         if kind == "gpt2":
             eot = self._require_special(GPT2_EOT, source, "use Tokenizer.gpt2()")
             self.bos_id = self.eos_id = self.pad_id = eot
@@ -371,7 +392,8 @@ class Tokenizer:
         pieces: list[str] = []
         owners: list[int] = []
         for index, text in enumerate(texts):
-            parts = split_for_encoding(text) if len(text) > _CHUNK_CHARS else [text]
+            long = len(text) > _CHUNK_CHARS and not self._sentencepiece  # no dummy prefix at a cut
+            parts = split_for_encoding(text) if long else [text]
             pieces += parts
             owners += [index] * len(parts)
         encoded = self._encode_pieces(pieces, num_threads or _default_threads())
@@ -471,6 +493,11 @@ class Tokenizer:
                 raise GlassError(f"{source} has a token id {token_id} past its vocab size")
             if token in plain_text or self.kind == "char":
                 table[token_id] = token.encode("utf-8")
+                continue
+            if self._sentencepiece:
+                byte = _BYTE_FALLBACK_TOKEN.fullmatch(token)
+                table[token_id] = bytes([int(byte.group(1), 16)]) if byte else \
+                    token.replace(SENTENCEPIECE_SPACE, " ").encode("utf-8")
                 continue
             try:
                 table[token_id] = bytes(_BYTE_DECODER[c] for c in token)

@@ -71,8 +71,9 @@ def _llama(**changes) -> torch.nn.Module:
     return model
 
 
-def _assert_same_model(run_dir: Path, hf_model: torch.nn.Module) -> None:
-    """Equal logits (fp32, atol 1e-4), equal greedy continuations, equal tokenization."""
+def _assert_same_model(run_dir: Path, hf_model: torch.nn.Module, hf_adds_bos: bool = False) -> None:
+    """Equal logits (fp32, atol 1e-4), equal greedy continuations, equal tokenization (with
+    `hf_adds_bos`, transformers' tokenizer puts bos in front itself, as Llama 2's does)."""
     from transformers import AutoTokenizer
 
     run = load_run(run_dir)
@@ -88,7 +89,7 @@ def _assert_same_model(run_dir: Path, hf_model: torch.nn.Module) -> None:
         ids, SamplingConfig(temperature=0, max_new_tokens=16, stop_at_eos=False)).samples[0].token_ids
     assert ours == theirs
     if (Path(run.config.parent) / "tokenizer.json").is_file():
-        assert AutoTokenizer.from_pretrained(run.config.parent)(TEXT)["input_ids"] == ids[1:]
+        assert AutoTokenizer.from_pretrained(run.config.parent)(TEXT)["input_ids"] == (ids if hf_adds_bos else ids[1:])
 
 
 def test_gpt2_imports_with_equal_logits_and_greedy_tokens(tmp_path: Path, gpt2_tokenizer_files, capsys):
@@ -213,6 +214,70 @@ def test_llama3_with_its_tokenizer_and_rope_scaling_imports(tmp_path: Path):
         torch.testing.assert_close(exported(ids).logits, run.model(ids).logits, atol=1e-4, rtol=0)
     assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
     assert load_run(tmp_path / "back").config.model == run.config.model
+
+
+def _llama2_tokenizer(folder: Path) -> int:
+    """A small tokenizer laid out as Llama 2's (and TinyLlama's, Mistral's) tokenizer.json is:
+    SentencePiece-style BPE ("▁" for spaces, one in front of every text), <unk> <s> </s>, then the
+    256 byte-fallback tokens <0x00>..<0xFF>, then the learned pieces; its post-processor puts <s>
+    in front. Saved as transformers saves it; returns its vocabulary size."""
+    from tokenizers import (
+        AddedToken,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from tokenizers import Tokenizer as HFTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    learner = HFTokenizer(models.BPE())
+    learner.normalizer = normalizer
+    learner.pre_tokenizer = pre_tokenizers.Metaspace()  # learning only: pieces never cross a "▁"
+    learner.train_from_iterator([TEXT * 20, "Numbers 12345 and 'quotes' too.\n"],
+                                trainers.BpeTrainer(vocab_size=120, show_progress=False))
+    learned = json.loads(learner.to_str())["model"]
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)])}
+    for token, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
+        vocab[token] = len(vocab)
+    tok = HFTokenizer(models.BPE(vocab, [tuple(m) for m in learned["merges"]], unk_token="<unk>", fuse_unk=True,
+                                 byte_fallback=True))
+    tok.normalizer = normalizer
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in specials])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    return tok.get_vocab_size()
+
+
+def test_llama2_with_its_sentencepiece_style_tokenizer_imports(tmp_path: Path):
+    folder = tmp_path / "llama2"
+    vocab_size = _llama2_tokenizer(folder)
+    model = _llama(vocab_size=vocab_size, num_key_value_heads=2, tie_word_embeddings=False)
+    model.save_pretrained(folder)
+    import_hf(folder, tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    tok = run.tokenizer
+    assert (tok.bos_id, tok.eos_id) == (1, 2) and not tok.fast
+    _assert_same_model(tmp_path / "run", model, hf_adds_bos=True)
+    # Characters outside the vocabulary fall back to byte tokens; ids equal the tokenizers
+    # library's, and the bytes come back whole (after the dummy prefix's space).
+    text = "Naïve café owners say “hi” 😀\nand leave."
+    ids = tok.encode(text)
+    assert ids == tok.encode_hf(text)
+    assert any(0x03 <= i < 0x03 + 256 for i in ids)  # byte-fallback tokens were used
+    assert tok.decode(ids) == " " + text
+    # A continuation's first token carries the space it stands for (streamed text reads right).
+    word = tok.encode(" acknowledged")
+    assert tok.token_bytes(word[0]).startswith(b" ")
+    assert tok.decode(tok.encode(TEXT * 3)) == " " + TEXT * 3
 
 
 def test_export_then_import_is_exact(tiny_run: Path, tmp_path: Path):
