@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from glassgpt import model as model_module
 from glassgpt.config import ModelConfig
 from glassgpt.interop.hf_llama import to_hf_model
-from glassgpt.model import GPT, ChunkedCrossEntropy, KVCache
+from glassgpt.model import GPT, ChunkedCrossEntropy, KVCache, target_log_probs
 
 CONFIGS = {
     "mha-tied": ModelConfig(vocab_size=300, context_length=48, n_layer=2, n_head=4, n_kv_head=4, d_model=64),
@@ -128,6 +128,12 @@ def test_chunked_cross_entropy_is_exact_when_the_targets_probability_underflows(
     torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=0)
     torch.testing.assert_close(h.grad.double(), reference_h.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(w.grad.double(), reference_w.grad, rtol=1e-4, atol=1e-5)
+    # The GPU's way (every row's exact value computed, kept where p underflows) gives the same.
+    logits = (h @ w.t()).detach()
+    reference = torch.log_softmax(logits.double(), dim=-1).gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    for sync_free in (False, True):
+        got = target_log_probs(torch.softmax(logits, dim=-1), logits, targets.clamp(min=0), sync_free)
+        torch.testing.assert_close(got.double(), reference, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 1000])  # 2 x 24 = 48 rows: 7 does not divide them

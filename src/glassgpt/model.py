@@ -356,6 +356,26 @@ LOSS_CHUNK_ROWS = 512
 LOG_TINY = -80.0
 
 
+def target_log_probs(p: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                     sync_free: bool | None = None) -> torch.Tensor:
+    """log p[target] of each row (c,), read off the softmax p (c, V) of `logits`; a row where
+    p[target] is below float32's normal range gets it exactly, target logit - logsumexp(logits).
+
+    On a CPU only those rows are recomputed. Finding them costs a GPU a host synchronisation per
+    chunk, so there (`sync_free`, default: off the CPU) every row's exact value is computed and
+    kept where needed.
+    """
+    log_p = p.gather(1, targets[:, None])[:, 0].log()
+    underflow = log_p < LOG_TINY
+    if sync_free if sync_free is not None else p.device.type != "cpu":
+        exact = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+        return torch.where(underflow, exact, log_p)
+    if underflow.any():
+        far = underflow.nonzero()[:, 0]
+        log_p[far] = logits[far, targets[far]] - torch.logsumexp(logits[far], dim=-1)
+    return log_p
+
+
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the logits h @ weight.T (h is (N, D), weight (V, D)), made in chunks.
 
@@ -404,12 +424,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             t_c = targets[rows]
             logits = (h[rows].to(dtype) @ w.t()).to(acc)  # (c, V)
             p = torch.softmax(logits, dim=-1)  # one exp per logit: log p[target] is read from it
-            torch.gather(p, 1, t_c[:, None], out=picked[rows, None])
-            picked[rows].log_()
-            underflow = picked[rows] < LOG_TINY  # p[target] below float32's range: log p exactly
-            if underflow.any():
-                far = underflow.nonzero()[:, 0]
-                picked[start + far] = logits[far, t_c[far]] - torch.logsumexp(logits[far], dim=-1)
+            picked[rows] = target_log_probs(p, logits, t_c)
             if need_grads:
                 g = p
                 g[torch.arange(len(t_c), device=g.device), t_c] -= 1  # p - onehot, still in float32
