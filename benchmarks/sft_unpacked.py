@@ -6,7 +6,8 @@ always starts at position 0 with nothing before it. This script runs the same SF
 built-in data, `SFT_TRAIN`, the shipped base model unless --model) with one conversation per
 row instead: each step draws conversations until they hold as many tokens as the packed rows
 would, sorts them by length and cuts them into micro-batches of `batch_size` rows, each padded to
-its longest conversation. (The loop weighs micro-batches equally, not by their answer tokens.)
+its longest conversation. (The loop weighs micro-batches equally, not by their answer tokens;
+the SFT log's "packed rows of 256 tokens" line is `glassgpt sft`'s own and is not true here.)
 
     python benchmarks/sft_unpacked.py --out runs/sft_unpacked
     glassgpt rl --model runs/sft_unpacked --out runs/rl_unpacked --eval-every 25
@@ -27,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `glassgpt` importable fro
 import torch  # noqa: E402
 
 import glassgpt.train.sft as sft_module  # noqa: E402
+from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.data.batches import Batch  # noqa: E402
 from glassgpt.data.chats import ChatBatches, rows_to_batch  # noqa: E402
 from glassgpt.errors import GlassError  # noqa: E402
@@ -58,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="base run folder (default: the shipped model)")
     parser.add_argument("--out", type=Path, default=Path("runs/sft_unpacked"))
-    parser.add_argument("--max-steps", type=int, help=f"default {sft_module.SFT_TRAIN.max_steps}")
+    parser.add_argument("--max-steps", type=positive_int, help=f"default {sft_module.SFT_TRAIN.max_steps}")
     args = parser.parse_args(argv)
     base = args.model or shipped_model()
     try:
         if base is None:
             raise GlassError("no model shipped with this install: give --model RUN")
-        config = sft_module.sft_config(base, train={"max_steps": args.max_steps} if args.max_steps else None)
+        train = {"max_steps": args.max_steps} if args.max_steps is not None else None
+        config = sft_module.sft_config(base, train=train)
         sft_module.ChatBatches = UnpackedChatBatches  # the one change from `glassgpt sft`
         sft_module.sft(config, args.out, show_progress=False)
     except GlassError as err:

@@ -365,14 +365,18 @@ def target_log_probs(p: torch.Tensor, logits: torch.Tensor, targets: torch.Tenso
     chunk, so there (`sync_free`, default: off the CPU) every row's exact value is computed and
     kept where needed.
     """
+    def exact(rows_logits: torch.Tensor, rows_targets: torch.Tensor) -> torch.Tensor:
+        return rows_logits.gather(1, rows_targets[:, None])[:, 0] - torch.logsumexp(rows_logits, dim=-1)
+
+    if sync_free is None:
+        sync_free = p.device.type != "cpu"
     log_p = p.gather(1, targets[:, None])[:, 0].log()
     underflow = log_p < LOG_TINY
-    if sync_free if sync_free is not None else p.device.type != "cpu":
-        exact = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-        return torch.where(underflow, exact, log_p)
+    if sync_free:
+        return torch.where(underflow, exact(logits, targets), log_p)
     if underflow.any():
         far = underflow.nonzero()[:, 0]
-        log_p[far] = logits[far, targets[far]] - torch.logsumexp(logits[far], dim=-1)
+        log_p[far] = exact(logits[far], targets[far])
     return log_p
 
 

@@ -141,8 +141,9 @@ class PracticeBatches:
             # The stop token is part of the answer: ending (or ending wrongly, at eos) is learned too.
             stop = [sample.stop_id] if sample.stop_id is not None else []
             answers.append((sample.token_ids + stop, sample.finish_reason == "length"))
+        advantages = group_advantages(rewards, divide_by_std=self.rl.advantage == "std")
         return [Sample(result.prompt_ids, ids, r, a, truncated)
-                for (ids, truncated), r, a in zip(answers, rewards, group_advantages(rewards, self.rl.advantage == "std"), strict=True)]
+                for (ids, truncated), r, a in zip(answers, rewards, advantages, strict=True)]
 
     def next_step(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
