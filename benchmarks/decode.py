@@ -9,8 +9,9 @@ greedy decoding does not repeat one token) and converted with `glassgpt.interop.
 the code `glassgpt import-hf` runs, so both sides hold the very same weights.
 
 At batch 1 and 8 (one prompt, 8 greedy samples), in alternation (`interleaved`): glassgpt
-float32, glassgpt int8 with each method of `glassgpt.quantize` ("dynamic": fbgemm int8 x int8;
-"weight-only": int8 weights, float activations), and transformers' `generate` in float32.
+float32, glassgpt int8 with each method of `glassgpt.quantize` ("avx2": glassgpt's int8 x int8
+kernel; "dynamic": fbgemm int8 x int8; "weight-only": int8 weights, float activations), and
+transformers' `generate` in float32.
 Tokens/s counts new tokens over the whole call, prefill of the `prompt_tokens` included.
 
 Bandwidth: a decode step reads every linear layer's weights once (4 bytes each in float32,
@@ -57,7 +58,7 @@ from glassgpt.interop.hf_files import HFConfig  # noqa: E402
 from glassgpt.interop.hf_import import convert  # noqa: E402
 from glassgpt.interop.hf_llama import llama_config_dict  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
-from glassgpt.quantize import METHODS, Int8Linear, quantize_for_decoding  # noqa: E402
+from glassgpt.quantize import METHODS, AVX2Int8Linear, Int8Linear, quantize_for_decoding  # noqa: E402
 from glassgpt.tokenizer import Tokenizer  # noqa: E402
 
 FLOAT, HF = "glassgpt fp32", "transformers fp32"
@@ -136,12 +137,15 @@ def weight_bytes_per_step(model: torch.nn.Module) -> int:
     """Bytes of the linear layers' weights (and int8 scales): what one decode step reads."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
+    # An AVX2 layer holds two int8 copies (its kernel's, and fbgemm's for larger batches) and a
+    # step reads one of them: count the layer, not its fbgemm child.
+    spare = {id(m.batched) for m in model.modules() if isinstance(m, AVX2Int8Linear)}
     total = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             total += module.weight.numel() * module.weight.element_size()
-        elif isinstance(module, (Int8Linear, DynamicInt8Linear)):  # a byte per weight, a float scale per row
-            total += module.in_features * module.out_features + 4 * module.out_features
+        elif isinstance(module, (AVX2Int8Linear, Int8Linear, DynamicInt8Linear)) and id(module) not in spare:
+            total += module.in_features * module.out_features + 4 * module.out_features  # a byte per weight, a scale per row
     return total
 
 

@@ -99,8 +99,8 @@ def test_decode_benchmark_quick_run_passes_its_checks(tmp_path: Path):
     report = json.loads((tmp_path / "decode.json").read_text(encoding="utf-8"))
     assert report["checks_ok"] and report["read_bandwidth_gbs"] > 0
     implementations = {row["implementation"] for row in report["rows"]}
-    assert implementations == {"glassgpt fp32", "glassgpt int8 dynamic", "glassgpt int8 weight-only",
-                               "transformers fp32"}
+    assert implementations == {"glassgpt fp32", "glassgpt int8 avx2", "glassgpt int8 dynamic",
+                               "glassgpt int8 weight-only", "transformers fp32"}
     assert {row["batch_size"] for row in report["rows"]} == {1, 8}
     assert all(row["tokens_per_s"]["median"] > 0 and row["bytes_per_step"] > 0 for row in report["rows"])
     fp32 = {row["case"]: row["bytes_per_step"] for row in report["rows"] if row["implementation"] == "glassgpt fp32"}

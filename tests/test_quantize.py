@@ -7,11 +7,26 @@ from pathlib import Path
 import pytest
 import torch
 
+from glassgpt import quantize
 from glassgpt.cli import main
 from glassgpt.data.corpus import builtin_documents
 from glassgpt.errors import GlassError
-from glassgpt.quantize import METHODS, Int8Linear, compare_with_float, quantize_for_decoding
+from glassgpt.quantize import (
+    METHODS,
+    AVX2Int8Linear,
+    Int8Linear,
+    avx2_kernel,
+    best_method,
+    compare_with_float,
+    quantize_for_decoding,
+    quantize_rows,
+)
 from glassgpt.runs import load_run
+
+# The AVX2 kernel must build and run wherever the CPU has AVX2 (as CI's does); elsewhere it is skipped.
+HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="the CPU has no AVX2")
+EVERY_METHOD = [pytest.param(m, marks=needs_avx2) if m == "avx2" else m for m in METHODS]
 
 
 def _held_out_text() -> str:
@@ -19,7 +34,7 @@ def _held_out_text() -> str:
     return "\n".join(doc.text[200_000:206_000] for doc in builtin_documents())
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", EVERY_METHOD)
 def test_int8_keeps_bits_per_byte_within_one_percent(tiny_run: Path, method: str):
     run = load_run(tiny_run)
     quality = compare_with_float(run.model, run.tokenizer, _held_out_text(), method, max_tokens=2048,
@@ -33,7 +48,7 @@ def test_int8_keeps_bits_per_byte_within_one_percent(tiny_run: Path, method: str
     assert quality.bpb_float < 6  # a trained model (random guessing over 512 tokens is ~9 bits per token)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", EVERY_METHOD)
 def test_int8_really_is_int8_and_close_to_float(tiny_run: Path, method: str):
     run = load_run(tiny_run)
     ids = torch.tensor([[run.tokenizer.bos_id, *run.tokenizer.encode("It is a truth universally acknowledged")]])
@@ -43,7 +58,7 @@ def test_int8_really_is_int8_and_close_to_float(tiny_run: Path, method: str):
         logits = model(ids).logits
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert not linears, "every linear layer is quantized"
-    if method == "weight-only":
+    if method in ("weight-only", "avx2"):
         assert model.lm_head.weight_int8.dtype == torch.int8
     error = (logits - reference).abs().max().item()
     assert 0 < error < 0.05 * reference.abs().max().item()
@@ -64,3 +79,56 @@ def test_generate_quantized_from_the_cli(tiny_run: Path, capsys):
     assert capsys.readouterr().out.startswith("The")
     with pytest.raises(GlassError, match="method must be one of"):
         quantize_for_decoding(load_run(tiny_run).model, "int4")
+
+
+@needs_avx2
+@pytest.mark.parametrize(("rows", "features", "outputs", "bias"),
+                         [(1, 768, 96, True), (8, 256, 130, False), (3, 100, 37, True), (2, 31, 5, False)])
+def test_avx2_kernel_equals_exact_int8_arithmetic(rows: int, features: int, outputs: int, bias: bool):
+    """The kernel's int8 products are exact: only the float scales at the end may round."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(features, outputs, bias=bias)
+    x = torch.randn(rows, features) * torch.linspace(0.1, 3, rows)[:, None]  # rows of different scales
+    x[0, :7] = 0.5 * x[0].abs().max() / 127  # halfway cases round to even, as torch.round does
+    weight_int8, weight_scale = quantize_rows(linear.weight)
+    x_scale = x.abs().amax(dim=1) / 127
+    x_int8 = torch.round(x / x_scale[:, None])
+    expected = (x_int8.double() @ weight_int8.double().T) * x_scale.double()[:, None] * weight_scale.double()
+    if bias:
+        expected += linear.bias.double()
+    b = linear.bias.detach() if bias else None
+    y = avx2_kernel().int8_linear(x, weight_int8, weight_scale, b)
+    torch.testing.assert_close(y.double(), expected, atol=1e-6, rtol=1e-6)
+    relative = (y - linear(x)).norm() / linear(x).norm()  # and it is the layer, to within int8 rounding
+    assert 0 < relative < 0.03
+
+
+@needs_avx2
+def test_avx2_layer_runs_few_rows_in_its_kernel_and_more_in_fbgemm():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    layer = AVX2Int8Linear(linear)
+    few = torch.randn(1, AVX2Int8Linear.KERNEL_MAX_ROWS, 64)
+    kernel = avx2_kernel().int8_linear(few, layer.weight_int8, layer.scale, layer.bias)
+    torch.testing.assert_close(layer(few), kernel, atol=0, rtol=0)
+    many = torch.randn(2, AVX2Int8Linear.KERNEL_MAX_ROWS, 64)
+    torch.testing.assert_close(layer(many), layer.batched(many), atol=0, rtol=0)
+    with torch.no_grad():
+        for x in (few, many):
+            assert layer(x).shape == linear(x).shape
+            assert (layer(x) - linear(x)).norm() < 0.03 * linear(x).norm()
+
+
+@needs_avx2
+def test_int8_method_falls_back_where_the_cpu_has_no_avx2(monkeypatch):
+    assert best_method() == "avx2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    quantize._build_kernel.cache_clear()
+    try:
+        heard: list[str] = []
+        assert best_method(heard.append) == "dynamic"
+        assert "no AVX2" in heard[-1] and "fbgemm" in heard[-1]
+        with pytest.raises(GlassError, match="avx2 is not available: this CPU has no AVX2"):
+            AVX2Int8Linear(torch.nn.Linear(4, 4))
+    finally:
+        quantize._build_kernel.cache_clear()

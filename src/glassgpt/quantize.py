@@ -1,9 +1,14 @@
 """int8 decoding on a CPU: the model's linear layers with 8-bit weights, one scale per output row.
 
 Decoding one token reads every weight once and does little arithmetic with it, so on a CPU its
-speed is set by memory bandwidth: int8 weights are a quarter of float32's bytes. Two PyTorch
-kernels do this (`METHODS`):
+speed is set by memory bandwidth: int8 weights are a quarter of float32's bytes. Three kernels
+do this (`METHODS`):
 
+  "avx2"         glassgpt's own (`kernels/int8_linear.cpp`, x86 CPUs with AVX2): int8 weights per
+                 output row, each input row rounded to int8 with its own scale, and a loop built
+                 to stream the weights at memory speed at batch 1-8 (PyTorch's kernels are built
+                 for larger batches). PyTorch compiles it on first use (~30-60 s, needs a C++
+                 compiler) and keeps the build for later runs.
   "dynamic"      `torch.ao.quantization.quantize_dynamic` (fbgemm/x86): weights int8 per output
                  channel, and each call also rounds its input activations to int8 (one scale per
                  call), then an int8 x int8 matrix product.
@@ -11,7 +16,8 @@ kernels do this (`METHODS`):
                  is `torch._weight_int8pack_mm` (what int8 weight-only decoding uses on CPUs).
 
 Only decoding changes: the run folder keeps its float weights and quantization happens at load
-(`quantize_for_decoding`), in a fraction of a second. The embedding table and norms stay float
+(`quantize_for_decoding`), in a fraction of a second. `best_method` picks "avx2" where the CPU
+has AVX2 and the kernel builds, else "dynamic". The embedding table and norms stay float
 (a lookup reads one row per token). `compare_with_float` measures what it costs in quality:
 bits per byte on a text, and how often greedy continuations agree. benchmarks/decode.py
 measures the speed of each.
@@ -20,8 +26,12 @@ measures the speed of each.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -30,8 +40,111 @@ from torch import nn
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT
 
-METHODS = ("dynamic", "weight-only")
-DEFAULT_METHOD = "dynamic"
+METHODS = ("avx2", "dynamic", "weight-only")
+FALLBACK_METHOD = "dynamic"  # where "avx2" cannot run: any CPU PyTorch supports
+KERNEL_SOURCE = Path(__file__).parent / "kernels" / "int8_linear.cpp"
+KERNEL_NAME = "glassgpt_int8_linear"  # PyTorch's build folder for it (~/.cache/torch_extensions/...)
+
+
+@functools.cache
+def _build_kernel() -> ModuleType | str:
+    """The compiled AVX2 kernel, or why it cannot be had (one line)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        return f"this CPU has no AVX2 (PyTorch reports {capability})"
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name=KERNEL_NAME, sources=[str(KERNEL_SOURCE)],
+                    extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], verbose=False)
+    except Exception as err:  # no compiler, no ninja, a failed build: say which, never crash decoding
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"the AVX2 kernel did not build ({first_line[:200]})"
+
+
+def avx2_kernel() -> ModuleType:
+    """The compiled kernel (`int8_linear`), built on first use; a GlassError says why not."""
+    kernel = _build_kernel()
+    if isinstance(kernel, str):
+        raise GlassError(f"int8 method avx2 is not available: {kernel}; use method {FALLBACK_METHOD!r}")
+    return kernel
+
+
+def _kernel_needs_compiling() -> bool:
+    """No build of the kernel on disk yet (PyTorch keeps one per kernel name and version)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return not any(Path(_get_build_directory(KERNEL_NAME, False)).glob("*.so"))
+    except Exception:  # a private helper of PyTorch's: if it moves, just say nothing
+        return False
+
+
+def best_method(log: Callable[[str], None] | None = None) -> str:
+    """"avx2" where it runs (building it on first use; `log` hears about the wait), else "dynamic"."""
+    if log is not None and _build_kernel.cache_info().currsize == 0 and _kernel_needs_compiling():
+        log("int8: compiling glassgpt's AVX2 kernel (once; 30-60 s)")
+    reason = _build_kernel()
+    if isinstance(reason, str):
+        if log is not None:
+            log(f"int8: {reason}; using PyTorch's fbgemm kernel instead")
+        return FALLBACK_METHOD
+    return "avx2"
+
+
+class AVX2Int8Linear(nn.Module):
+    """y = x W^T + b with W as int8 (one scale per output row) and x rounded to int8 per row.
+
+    Up to `KERNEL_MAX_ROWS` input rows (decoding at batch 1-3) go through glassgpt's AVX2 kernel
+    (`kernels/int8_linear.cpp`), which streams the weights at close to memory speed; more rows
+    (larger batches, prefill) go to fbgemm's dynamic int8 linear, whose matrix-matrix loops win
+    there. Both hold int8 weights of the same layer, so the layer keeps two int8 copies.
+    """
+
+    # Measured, all GPT-2 small linears (benchmarks/decode.py's model) on 2 Zen 2 cores, kernel vs
+    # fbgemm: 1 row 4.99 vs 7.35 ms, 2 rows 6.17 vs 7.67, 4 rows 7.95 vs 7.50, 8 rows 12.95 vs 9.36.
+    KERNEL_MAX_ROWS = 3
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        avx2_kernel()  # fail here, at load, rather than at the first token
+        weight_int8, scale = quantize_rows(linear.weight)
+        self.register_buffer("weight_int8", weight_int8)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().contiguous())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.batched = _dynamic_int8(linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() > self.KERNEL_MAX_ROWS * self.in_features:
+            return self.batched(x)
+        return avx2_kernel().int8_linear(x.float(), self.weight_int8, self.scale, self.bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int8 x int8 "
+                f"(AVX2 kernel up to {self.KERNEL_MAX_ROWS} rows, fbgemm above)")
+
+
+def _dynamic_int8(linear: nn.Linear) -> nn.Module:
+    """fbgemm's dynamic int8 linear for `linear` (int8 weights per output row, int8 activations)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao; the kernels are still torch's.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        source = copy.copy(linear)  # `from_float` reads the qconfig off the module
+        source.qconfig = per_channel_dynamic_qconfig
+        return DynamicInt8Linear.from_float(source)
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_int8, scale) with W ~ W_int8 * scale[:, None]: symmetric per row, the row's largest |w|
+    maps to 127, so every row uses the full range."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+    return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
 
 
 class Int8Linear(nn.Module):
@@ -39,10 +152,8 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        # Symmetric per row: the row's largest |w| maps to 127, so every row uses the full range.
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
-        self.register_buffer("weight_int8", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+        weight_int8, scale = quantize_rows(linear.weight)
+        self.register_buffer("weight_int8", weight_int8)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -58,12 +169,14 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights per row"
 
 
-def quantize_for_decoding(model: GPT, method: str = DEFAULT_METHOD) -> GPT:
-    """`model` with every linear layer in int8 (`METHODS`), for generation on a CPU.
+def quantize_for_decoding(model: GPT, method: str | None = None, log: Callable[[str], None] | None = None) -> GPT:
+    """`model` with every linear layer in int8 (`METHODS`; None = `best_method`), for generation on a CPU.
 
     Changes `model` in place and returns it. The result is for inference only: no gradients, and
     a training loss (which reads `lm_head.weight`) is not available.
     """
+    if method is None:
+        method = best_method(log)
     if method not in METHODS:
         raise GlassError(f"quantization method must be one of {', '.join(METHODS)}, got {method!r}")
     if any(p.device.type != "cpu" for p in model.parameters()):
@@ -72,19 +185,11 @@ def quantize_for_decoding(model: GPT, method: str = DEFAULT_METHOD) -> GPT:
     if any(p.dtype != torch.float32 for p in model.parameters()):
         raise GlassError("int8 quantization starts from a float32 model: load the run without casting it")
     model.eval()
-    if method == "dynamic":
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        with warnings.catch_warnings():
-            # torch.ao.quantization announces its move to torchao; the kernels are still torch's.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
-        return model
+    layer = {"avx2": AVX2Int8Linear, "dynamic": _dynamic_int8, "weight-only": Int8Linear}[method]
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, layer(child))
     return model
 
 
@@ -108,7 +213,7 @@ class QuantizationQuality:
         return self.greedy_agreeing / max(1, self.greedy_tokens)
 
 
-def compare_with_float(model: GPT, tokenizer, text: str, method: str = DEFAULT_METHOD, max_tokens: int = 32768,
+def compare_with_float(model: GPT, tokenizer, text: str, method: str | None = None, max_tokens: int = 32768,
                        prompts: int = 8, new_tokens: int = 32) -> QuantizationQuality:
     """Bits per byte of `model` (float32, CPU) and of an int8 copy on `text`, and greedy agreement:
     `prompts` prompts cut from the text, each continued by `new_tokens` greedy tokens by both."""
@@ -118,6 +223,7 @@ def compare_with_float(model: GPT, tokenizer, text: str, method: str = DEFAULT_M
     ids = np.asarray([tokenizer.bos_id, *tokenizer.encode(text)], dtype=np.int64)
     if len(ids) < 2 * prompts + 2:
         raise GlassError("the text is too short to compare the models: give a longer one")
+    method = best_method() if method is None else method
     quantized = quantize_for_decoding(copy.deepcopy(model), method)
     lengths, cpu = token_byte_lengths(tokenizer), torch.device("cpu")
     bpb = [evaluate(m, ids, lengths, max_tokens, torch.float32, cpu).bpb for m in (model, quantized)]

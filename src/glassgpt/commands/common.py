@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -63,7 +64,7 @@ def for_decoding(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.M
         return model
     from glassgpt.quantize import quantize_for_decoding
 
-    return quantize_for_decoding(model)
+    return quantize_for_decoding(model, log=lambda message: print(message, file=sys.stderr))
 
 
 def positive_float(text: str) -> float:
