@@ -166,6 +166,10 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = no clipping
+    # QK-clip (Kimi K2's MuonClip): after each step, a head whose largest attention logit passed
+    # this gets its query/key weights scaled back to it (`glassgpt.train.optim.clip_attention_logits`).
+    # 0 = off. The architecture is unchanged (still a plain Llama for export).
+    qk_clip: float = 0.0
     eval_every: int = 100
     eval_tokens: int = 32768  # validation tokens per evaluation
     log_every: int = 10
@@ -198,6 +202,7 @@ class TrainConfig:
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
         _require(self.warmup_steps >= 0, "warmup_steps must be >= 0")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)")
+        _require(self.qk_clip >= 0, f"qk_clip must be >= 0 (0 turns it off), got {self.qk_clip}")
         _require(self.eval_tokens >= 1, "eval_tokens must be >= 1")
         _require(self.dtype in ("auto", "bf16", "fp32"), f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         _require(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")

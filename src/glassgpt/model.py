@@ -171,6 +171,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim,
                              bias=config.bias)
         self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=config.bias)
+        # QK-clip (`glassgpt.train.optim.clip_attention_logits`) sets this while training: each
+        # training forward then keeps its heads' largest attention logits in `max_logit` (H,).
+        self.track_max_logit = False
+        self.max_logit: torch.Tensor | None = None
 
     def qkv_heads(self, x: torch.Tensor, cos: torch.Tensor | None,
                   sin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -197,6 +201,8 @@ class Attention(nn.Module):
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv_heads(x, cos, sin)
+        if self.track_max_logit and self.training and kv_cache is None:
+            self.max_logit = max_attention_logits(q, k)
 
         past = 0
         if kv_cache is not None:
@@ -218,6 +224,20 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H * Dh)
         return self.out(y)
+
+
+@torch.no_grad()
+def max_attention_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Each query head's largest causal attention logit q.k / sqrt(Dh) over a batch: (H,).
+
+    q (B, H, T, Dh), k (B, K, T, Dh). The scores are computed again here (SDPA never shows them):
+    a few percent of a training step's FLOPs, spent only when QK-clip asks for them.
+    """
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (B, H, T, Dh)
+    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # (B, H, T, T)
+    T = scores.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    return scores.masked_fill(~causal, float("-inf")).amax(dim=(0, 2, 3))
 
 
 class FeedForward(nn.Module):

@@ -14,16 +14,18 @@ import torch
 from glassgpt.config import ModelConfig, TrainConfig, preset
 from glassgpt.data.batches import WindowSampler
 from glassgpt.errors import GlassError
-from glassgpt.model import GPT
+from glassgpt.model import GPT, max_attention_logits
 from glassgpt.runs import RunFolder, TrainerState, load_run
 from glassgpt.runtime import full_optimizer_state, load_full_state
-from glassgpt.train.loop import run_loop
+from glassgpt.train.loop import LoopHooks, run_loop
 from glassgpt.train.optim import (
     CombinedOptimizer,
     Muon,
+    clip_attention_logits,
     learning_rate,
     lr_multiplier,
     make_optimizer,
+    track_attention_logits,
 )
 from glassgpt.train.pretrain import next_token_loss, pretrain
 
@@ -226,6 +228,7 @@ def test_cosine_is_unchanged_and_is_the_default():
     ({"decay_fraction": 1.5}, "decay_fraction"),
     ({"muon_lr": 0.0}, "muon_lr"),
     ({"muon_momentum": 1.0}, "muon_momentum"),
+    ({"qk_clip": -1.0}, "qk_clip"),
 ])
 def test_bad_optimizer_settings_are_one_line_errors(changes: dict, message: str):
     with pytest.raises(GlassError, match=message):
@@ -240,9 +243,11 @@ def test_cli_flags_reach_the_config(tmp_path: Path):
     parser = argparse.ArgumentParser()
     train_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--preset", "tiny", "--out", str(tmp_path), "--optimizer", "muon",
-                              "--muon-lr", "0.03", "--schedule", "wsd", "--decay-fraction", "0.3"])
+                              "--muon-lr", "0.03", "--schedule", "wsd", "--decay-fraction", "0.3",
+                              "--qk-clip", "50"])
     train = train_cmd.build_config(args).train
-    assert (train.optimizer, train.muon_lr, train.schedule, train.decay_fraction) == ("muon", 0.03, "wsd", 0.3)
+    assert (train.optimizer, train.muon_lr, train.schedule, train.decay_fraction, train.qk_clip) == (
+        "muon", 0.03, "wsd", 0.3, 50.0)
     default = train_cmd.build_config(parser.parse_args(["train", "--preset", "tiny"])).train
     assert default == preset("tiny").train  # no flag, no change
 
@@ -265,3 +270,95 @@ def test_our_muon_steps_like_torchs_with_float32_newton_schulz():
     ours, torchs = moved
     assert (ours - torchs).norm() < 0.03 * torchs.norm()
     assert not torch.equal(ours, torchs)  # ours really is the float32 path
+
+
+def _attention_logits(model: GPT, ids: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's causal attention logits (B, H, T, T), -inf above the diagonal, computed naively."""
+    seen: list[torch.Tensor] = []
+    for block in model.blocks:
+        real = block.attn.qkv_heads
+
+        def spy(x, cos, sin, real=real):
+            q, k, v = real(x, cos, sin)
+            k_per_query = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            logits = (q @ k_per_query.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            causal = torch.ones(logits.shape[-1], logits.shape[-1], dtype=torch.bool).tril()
+            seen.append(logits.masked_fill(~causal, float("-inf")))
+            return q, k, v
+
+        block.attn.qkv_heads = spy
+    with torch.no_grad():
+        model(ids)
+    for block in model.blocks:
+        del block.attn.qkv_heads  # back to the class's method
+    return seen
+
+
+def test_max_attention_logits_is_each_heads_largest_causal_logit():
+    torch.manual_seed(0)
+    q, k = torch.randn(3, 4, 7, 8), torch.randn(3, 2, 7, 8)  # 4 query heads on 2 key heads
+    expected = torch.full((4,), float("-inf"))
+    for b in range(3):
+        for h in range(4):
+            for i in range(7):
+                for j in range(i + 1):  # causal: a query sees itself and the past only
+                    expected[h] = max(expected[h], float(q[b, h, i] @ k[b, h // 2, j]) / math.sqrt(8))
+    torch.testing.assert_close(max_attention_logits(q, k), expected)
+
+
+def test_qk_clip_brings_heads_over_the_limit_down_to_it_and_leaves_the_rest_alone():
+    torch.manual_seed(0)
+    model = GPT(MODEL)  # 4 query heads on 2 key/value heads
+    head_dim = MODEL.head_dim
+    with torch.no_grad():  # make query head 1 (in key head 0's group) look very sharply
+        model.blocks[0].attn.qkv.weight[head_dim:2 * head_dim] *= 40
+    ids = torch.randint(0, MODEL.vocab_size, (2, MODEL.context_length))
+    before = _attention_logits(model, ids)
+    largest = [layer.amax(dim=(0, 2, 3)) for layer in before]  # (H,) per layer
+    limit = float(largest[0][1]) / 3
+    assert largest[0][1] > limit and all(float(layer.max()) < limit for layer in largest[1:])
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    track_attention_logits(model, True)
+    model.train()
+    model(ids)  # a training forward records each head's largest logit
+    assert clip_attention_logits(model, limit) == pytest.approx(float(max(layer.max() for layer in largest)))
+    after = _attention_logits(model, ids)
+
+    over = largest[0] > limit
+    assert over.tolist() == [False, True, False, False]
+    torch.testing.assert_close(after[0].amax(dim=(0, 2, 3))[over], torch.tensor([limit]))  # exactly the limit
+    # the layer's other heads score exactly as before (later layers see a changed input: not compared)
+    torch.testing.assert_close(after[0][:, ~over], before[0][:, ~over])
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, weights[name])}
+    assert changed == {"blocks.0.attn.qkv.weight"}
+    qkv_before, qkv_after = weights["blocks.0.attn.qkv.weight"], model.blocks[0].attn.qkv.weight
+    rows_changed = (qkv_before != qkv_after).any(dim=1).nonzero().flatten().tolist()
+    # query heads 0 and 1 and key head 0 (their shared group); no value row
+    assert rows_changed == [*range(0, 2 * head_dim), *range(4 * head_dim, 5 * head_dim)]
+    track_attention_logits(model, False)
+    model(ids)
+    assert all(block.attn.max_logit is None for block in model.blocks)
+
+
+def test_the_loop_clips_every_step_records_the_largest_logit_and_stops_tracking_after():
+    ids = np.random.default_rng(0).integers(0, MODEL.vocab_size, 3000)
+    probe = torch.from_numpy(ids[:4 * MODEL.context_length].reshape(4, -1))
+    largest: dict[float, float] = {}
+    for limit in (0.0, 0.01):  # off, and below the logits at initialisation (~0.05)
+        torch.manual_seed(0)
+        model = GPT(MODEL)
+        train = dataclasses.replace(MUON, max_steps=6, log_every=2, qk_clip=limit)
+        records: list[dict] = []
+        sampler = WindowSampler(ids, MODEL.context_length, 4, seed=0)
+        run_loop(model, make_optimizer(model, train), sampler.next_step, next_token_loss, train, TrainerState(),
+                 device=torch.device("cpu"), hooks=LoopHooks(record=records.append), **QUIET)
+        assert not any(block.attn.track_max_logit for block in model.blocks)
+        largest[limit] = max(float(layer.max()) for layer in _attention_logits(model, probe))
+        if limit:
+            assert [r["step"] for r in records] == [2, 4, 6]
+            # measured before each step's clip: at least the level the previous clip left (records round to 0.01)
+            assert all(r["max_attention_logit"] >= limit - 0.005 for r in records)
+        else:
+            assert not any("max_attention_logit" in r for r in records)
+    assert largest[0.01] < largest[0.0] / 3

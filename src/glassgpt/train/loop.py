@@ -4,8 +4,8 @@ A stage brings a model, an optimizer (one, or a `CombinedOptimizer`), a source o
 a loss; the loop does the rest: the learning-rate schedule (a multiplier of each parameter
 group's own peak lr, `group["peak_lr"]`, or of `train.lr` where a group has none), gradient
 accumulation (gradients are synced between processes on the last micro-step only), clipping,
-the budget (steps or training time, whichever runs out first, agreed across processes so that
-none waits forever), the progress bar, metrics records, periodic evaluation and saving through
+QK-clip when `train.qk_clip` asks for it, the budget (steps or training time, whichever runs
+out first, agreed across processes so that none waits forever), the progress bar, metrics records, periodic evaluation and saving through
 hooks, and a save on Ctrl-C. It is a plain function, not a class to subclass: what differs
 between stages is passed in.
 
@@ -33,7 +33,12 @@ from tqdm.auto import tqdm
 from glassgpt.config import TrainConfig
 from glassgpt.runs import TrainerState
 from glassgpt.runtime import SINGLE, Distributed, Log, all_reduce, autocast, gradient_sync
-from glassgpt.train.optim import Optimizer, lr_multiplier
+from glassgpt.train.optim import (
+    Optimizer,
+    clip_attention_logits,
+    lr_multiplier,
+    track_attention_logits,
+)
 
 Batch = Sequence[torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -97,6 +102,7 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
     window_tokens, window_start, tokens_per_s = 0, time.perf_counter(), 0.0
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
+    track_attention_logits(model, train.qk_clip > 0)
     try:
         while progress(train, state) < 1.0:
             step_start = time.perf_counter()
@@ -118,6 +124,8 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
             grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip) if train.grad_clip > 0 else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if train.qk_clip > 0:
+                max_logit = clip_attention_logits(model, train.qk_clip, distributed, device)
 
             state.step += 1
             step_tokens *= distributed.world_size
@@ -140,6 +148,8 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
                     "elapsed_s": round(state.elapsed_s, 2)}
                 if grad_norm is not None:
                     record["grad_norm"] = round(float(grad_norm), 4)
+                if train.qk_clip > 0:
+                    record["max_attention_logit"] = round(max_logit, 2)  # before this step's clip
                 if flops_per_token > 0:
                     record["model_gflops_per_s"] = round(tokens_per_s * flops_per_token / 1e9, 2)
                     if peak_flops > 0:
@@ -162,6 +172,8 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
         if hooks.save is not None:
             hooks.save(state, True)
         raise
+    finally:
+        track_attention_logits(model, False)
     bar.close()
     mfu = tokens_per_s * flops_per_token / peak_flops if flops_per_token > 0 and peak_flops > 0 else None
     return LoopResult(state, last_eval, tokens_per_s, mfu)

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from glassgpt.config import TrainConfig
-from glassgpt.runtime import unwrap
+from glassgpt.errors import GlassError
+from glassgpt.model import Attention
+from glassgpt.runtime import SINGLE, Distributed, all_reduce, is_sharded, unwrap
 
 #: The matrices Muon owns: the transformer blocks' hidden projections (not embeddings, not the
 #: output layer, not norm gains: Muon's orthogonalised update suits matrices that map hidden
@@ -199,3 +201,53 @@ def lr_multiplier(train: TrainConfig, step: int, progress: float) -> float:
 def learning_rate(train: TrainConfig, step: int, progress: float) -> float:
     """The scheduled learning rate of the AdamW groups (peak `train.lr`)."""
     return train.lr * lr_multiplier(train, step, progress)
+
+
+def track_attention_logits(model: nn.Module, enabled: bool) -> None:
+    """Make every attention layer keep its heads' largest logits in training forwards (or stop)."""
+    if enabled and is_sharded(model):
+        raise GlassError("QK-clip (--qk-clip) does not work with --fsdp yet (it scales rows of sharded "
+                         "weights): train without --fsdp (DDP) or leave --qk-clip off")
+    for module in unwrap(model).modules():
+        if isinstance(module, Attention):
+            module.track_max_logit, module.max_logit = enabled, None
+
+
+@torch.no_grad()
+def clip_attention_logits(model: nn.Module, limit: float, distributed: Distributed = SINGLE,
+                          device: torch.device | None = None) -> float:
+    """QK-clip, as in Kimi K2's MuonClip: bound the attention logits by scaling the weights.
+
+    Left alone, a head's logits q.k / sqrt(Dh) can grow into the hundreds or thousands (Muon's
+    updates are large and of full rank): the softmax becomes one-hot, its gradient vanishes, and
+    the head can no longer learn where to look. After each optimizer step, every head whose
+    largest logit in the step's forward (`max_attention_logits`) exceeded `limit` gets its
+    logits scaled by gamma = limit / largest, half on each side: its query and key rows of the
+    qkv weight (and bias) times sqrt(gamma). With grouped-query attention a key head serves
+    several query heads: it takes sqrt of the smallest gamma of its group, and each query head
+    the rest of its own. Heads under the limit are untouched; optimizer state is not changed.
+    Call `track_attention_logits(model, True)` before training. Returns the largest logit of the
+    step (before clipping), 0.0 if none was tracked.
+    """
+    largest = 0.0
+    for attn in unwrap(model).modules():
+        if not isinstance(attn, Attention) or attn.max_logit is None:
+            continue
+        logits = attn.max_logit
+        if distributed.enabled:  # every process scales the same weights by the same factors
+            logits = torch.tensor(all_reduce(logits.tolist(), "max", distributed, device or logits.device))
+        logits = logits.to(attn.qkv.weight.device, torch.float32)
+        attn.max_logit = None
+        largest = max(largest, float(logits.max()))
+        gamma = (limit / logits.clamp(min=1e-12)).clamp(max=1.0)  # (H,), 1 = within the limit
+        if bool((gamma == 1).all()):
+            continue
+        group = attn.n_head // attn.n_kv_head
+        key_scale = gamma.view(attn.n_kv_head, group).amin(dim=1).sqrt()  # (K,)
+        query_scale = gamma / key_scale.repeat_interleave(group)  # (H,)
+        rows = torch.cat([query_scale, key_scale, torch.ones(attn.n_kv_head, device=gamma.device)])
+        rows = rows.repeat_interleave(attn.head_dim).to(attn.qkv.weight.dtype)  # one per qkv row
+        attn.qkv.weight.mul_(rows[:, None])
+        if attn.qkv.bias is not None:
+            attn.qkv.bias.mul_(rows)
+    return largest
