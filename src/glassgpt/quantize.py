@@ -6,9 +6,9 @@ do this (`METHODS`):
 
   "avx2"         glassgpt's own (`kernels/int8_linear.cpp`, x86 CPUs with AVX2): int8 weights per
                  output row, each input row rounded to int8 with its own scale, and a loop built
-                 to stream the weights at memory speed at batch 1-8 (PyTorch's kernels are built
-                 for larger batches). PyTorch compiles it on first use (~30-60 s, needs a C++
-                 compiler) and keeps the build for later runs.
+                 to stream the weights at memory speed for 1-3 rows (decoding; more rows go to
+                 fbgemm, see `AVX2Int8Linear`). PyTorch compiles it on first use (~30-60 s,
+                 needs a C++ compiler and ninja) and keeps the build for later runs.
   "dynamic"      `torch.ao.quantization.quantize_dynamic` (fbgemm/x86): weights int8 per output
                  channel, and each call also rounds its input activations to int8 (one scale per
                  call), then an int8 x int8 matrix product.
@@ -71,11 +71,16 @@ def avx2_kernel() -> ModuleType:
 
 
 def _kernel_needs_compiling() -> bool:
-    """No build of the kernel on disk yet (PyTorch keeps one per kernel name and version)."""
+    """No build of this checkout's kernel on disk yet (PyTorch keeps one per kernel name, and
+    rebuilds it when the source file it was built from is another one)."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return not any(Path(_get_build_directory(KERNEL_NAME, False)).glob("*.so"))
+        build = Path(_get_build_directory(KERNEL_NAME, False))
+        built_from_here = str(KERNEL_SOURCE) in (build / "build.ninja").read_text(encoding="utf-8")
+        return not (built_from_here and any(build.glob("*.so")))
+    except FileNotFoundError:
+        return True
     except Exception:  # a private helper of PyTorch's: if it moves, just say nothing
         return False
 
