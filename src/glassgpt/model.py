@@ -171,8 +171,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim,
                              bias=config.bias)
         self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=config.bias)
-        # QK-clip (`glassgpt.train.optim.clip_attention_logits`) sets this while training: each
-        # training forward then keeps its heads' largest attention logits in `max_logit` (H,).
+        # QK-clip (`glassgpt.train.optim.clip_attention_logits`) sets this while training: training
+        # forwards then keep their heads' largest attention logits in `max_logit` (H,) until the
+        # clip reads and clears it.
         self.track_max_logit = False
         self.max_logit: torch.Tensor | None = None
 
@@ -202,7 +203,8 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self.qkv_heads(x, cos, sin)
         if self.track_max_logit and self.training and kv_cache is None:
-            self.max_logit = max_attention_logits(q, k)
+            largest = max_attention_logits(q, k)  # kept over a step's micro-batches until the clip reads it
+            self.max_logit = largest if self.max_logit is None else torch.maximum(self.max_logit, largest)
 
         past = 0
         if kv_cache is not None:

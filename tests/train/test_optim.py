@@ -362,3 +362,18 @@ def test_the_loop_clips_every_step_records_the_largest_logit_and_stops_tracking_
         else:
             assert not any("max_attention_logit" in r for r in records)
     assert largest[0.01] < largest[0.0] / 3
+
+
+def test_attention_keeps_the_largest_logit_over_a_steps_micro_batches():
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    a, b = (torch.randint(0, MODEL.vocab_size, (2, MODEL.context_length)) for _ in range(2))
+    per_batch = [[layer.amax(dim=(0, 2, 3)) for layer in _attention_logits(model, ids)] for ids in (a, b)]
+    assert not torch.equal(per_batch[0][0], per_batch[1][0])
+    track_attention_logits(model, True)
+    model.train()
+    with torch.no_grad():
+        model(a)
+        model(b)
+    for i, block in enumerate(model.blocks):
+        torch.testing.assert_close(block.attn.max_logit, torch.maximum(per_batch[0][i], per_batch[1][i]))

@@ -5,8 +5,8 @@ a loss; the loop does the rest: the learning-rate schedule (a multiplier of each
 group's own peak lr, `group["peak_lr"]`, or of `train.lr` where a group has none), gradient
 accumulation (gradients are synced between processes on the last micro-step only), clipping,
 QK-clip when `train.qk_clip` asks for it, the budget (steps or training time, whichever runs
-out first, agreed across processes so that none waits forever), the progress bar, metrics records, periodic evaluation and saving through
-hooks, and a save on Ctrl-C. It is a plain function, not a class to subclass: what differs
+out first, agreed across processes so that none waits forever), the progress bar, metrics
+records, periodic evaluation and saving through hooks, and a save on Ctrl-C. It is a plain function, not a class to subclass: what differs
 between stages is passed in.
 
     loss_fn(model, batch) -> scalar loss tensor   the mean loss of one micro-batch
