@@ -138,6 +138,21 @@ def test_copying_measure_tells_a_copying_model_from_one_that_cannot_copy(tiny_ru
     assert first == pytest.approx(second) and top1 < 0.1
     assert copying.main([str(tiny_run)]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + len(copying.TEXTS)
+    assert copying.main(["--learn", "2", str(tiny_run)]) == 0
+    assert "step    2" in capsys.readouterr().out
+
+
+def test_learning_to_copy_from_scratch_gets_the_second_halves_right():
+    import torch
+
+    from glassgpt.config import ModelConfig
+    from glassgpt.model import GPT
+
+    copying = importlib.import_module("benchmarks.copying")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=16, context_length=32, n_layer=2, n_head=2, d_model=32))
+    found = copying.learn_to_copy(model, 16, steps=400, length=8, report=50)
+    assert found[0][2] < 0.5 and found[-1][2] > 0.9  # starts near chance (1/16), ends copying
 
 
 def test_long_generation_benchmark_rolls_at_one_position_per_token(tiny_run: Path, capsys):

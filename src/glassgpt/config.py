@@ -170,6 +170,9 @@ class TrainConfig:
     # this gets its query/key weights scaled back to it (`glassgpt.train.optim.clip_attention_logits`).
     # 0 = off. The architecture is unchanged (still a plain Llama for export).
     qk_clip: float = 0.0
+    # The share of training windows that are a passage repeated (`glassgpt.data.batches`): text
+    # that repeats teaches copying from the context, which books alone did not (README). 0 = off.
+    repeat_fraction: float = 0.0
     eval_every: int = 100
     eval_tokens: int = 32768  # validation tokens per evaluation
     log_every: int = 10
@@ -203,6 +206,7 @@ class TrainConfig:
         _require(self.warmup_steps >= 0, "warmup_steps must be >= 0")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)")
         _require(self.qk_clip >= 0, f"qk_clip must be >= 0 (0 turns it off), got {self.qk_clip}")
+        _require(0 <= self.repeat_fraction < 1, f"repeat_fraction must be in [0, 1), got {self.repeat_fraction}")
         _require(self.eval_tokens >= 1, "eval_tokens must be >= 1")
         _require(self.dtype in ("auto", "bf16", "fp32"), f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         _require(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")
@@ -219,7 +223,8 @@ class RLConfig:
     # Built-in tasks to practise; default: every one (`glassgpt.data.tasks.TASKS`, a test checks).
     # Practising only the reasoning tasks made the shipped base's chat model answer "Answer: 1"
     # to everything (the one answer that pays on letters) and forget the rest (README).
-    tasks: tuple[str, ...] = ("addition", "subtraction", "letters", "source", "quote", "character", "identity")
+    tasks: tuple[str, ...] = ("addition", "subtraction", "letters", "source", "quote", "character", "identity",
+                             "repeat")
     group_size: int = 8  # samples per problem; advantages compare a sample with its group
     problems_per_step: int = 4
     max_response_tokens: int = 160  # a longer answer is cut, unrewarded ("truncated")

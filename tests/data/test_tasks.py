@@ -91,6 +91,12 @@ def test_the_classic_example_and_letter_counts_match_str_count():
         assert task.respond(problem, "worked").count(f"{letter} (") == word.count(letter)
 
 
+def test_no_constant_letter_count_answers_most_letter_problems():
+    answers = [min(int(p.answer), 2) for p in problems("letters", "heldout", 200)]
+    shares = [answers.count(n) / len(answers) for n in (0, 1, 2)]
+    assert max(shares) < 0.5 and min(shares) > 0.15, shares
+
+
 @pytest.mark.parametrize(("response", "verdict"), [
     ("Answer: 936", Verdict.RIGHT),
     ("Add the digits from right to left:\n7 + 9 = 16: write 6, carry 1\nAnswer: 936", Verdict.RIGHT),
@@ -131,6 +137,21 @@ def test_the_other_checkers():
         assert TASKS[name].check(problem, problem.answer) is Verdict.RIGHT
         assert TASKS[name].check(problem, "A whale.") is Verdict.WRONG
         assert TASKS[name].check(problem, "") is Verdict.MALFORMED
+
+
+def test_repeat_asks_for_its_text_verbatim_and_only_an_exact_copy_is_right():
+    found = problems("repeat", "heldout", 60)
+    kinds = {"digits": 0, "words": 0}
+    for problem in found:
+        assert problem.question.count(problem.answer) == 1 and problem.key == problem.answer
+        kinds["digits" if problem.answer.isdigit() else "words"] += 1
+    assert min(kinds.values()) > 5  # both kinds are asked
+    check, problem = TASKS["repeat"].check, next(p for p in found if len(p.answer.split()) >= 4)
+    assert check(problem, problem.answer) is Verdict.RIGHT
+    assert check(problem, f"  {problem.answer.upper()} ") is Verdict.RIGHT  # case and spaces do not count
+    assert check(problem, problem.answer.rsplit(" ", 1)[0]) is Verdict.WRONG  # a word short
+    assert check(problem, problem.answer + " again") is Verdict.WRONG
+    assert check(problem, "") is Verdict.MALFORMED
 
 
 def test_famous_lines_continue_as_in_the_book():

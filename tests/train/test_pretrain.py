@@ -180,6 +180,30 @@ def test_sampler_splits_one_global_batch_across_processes_and_micro_steps():
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
 
 
+def test_repeated_windows_repeat_a_passage_and_split_like_plain_ones():
+    ids, context = np.arange(100_000), 32
+    sampler = WindowSampler(ids, context, batch_size=400, seed=3, repeat_fraction=0.25)
+    x, y = sampler.next_step()[0]
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    rows = torch.cat([x, y[:, -1:]], 1)
+    # A plain window counts up by one; a repeated one jumps back to its passage's start.
+    repeated = (rows[:, 1:] != rows[:, :-1] + 1).any(1)
+    assert 0.18 < repeated.float().mean() < 0.32
+    for row in rows[repeated]:
+        period = int((row[1:] < row[:-1]).nonzero()[0]) + 1  # the first jump back
+        assert (context + 1) // 4 <= period <= (context + 1) // 2
+        assert torch.equal(row[period:], row[:len(row) - period])  # the passage again, and again
+        assert torch.equal(row[:period], torch.arange(int(row[0]), int(row[0]) + period))
+    one = WindowSampler(ids, 8, batch_size=6, seed=3, repeat_fraction=0.5).next_step()
+    ranks = [WindowSampler(ids, 8, batch_size=3, seed=3, rank=r, world_size=2, repeat_fraction=0.5).next_step()
+             for r in (0, 1)]
+    micro = WindowSampler(ids, 8, batch_size=2, grad_accum=3, seed=3, repeat_fraction=0.5).next_step()
+    assert torch.equal(torch.cat([ranks[0][0][0], ranks[1][0][0]]), one[0][0])
+    assert torch.equal(torch.cat([x for x, _ in micro]), one[0][0])
+    plain = WindowSampler(ids, 8, batch_size=6, seed=3).next_step()[0][0]
+    assert not torch.equal(plain, one[0][0]) and (plain == one[0][0]).all(1).any()  # plain rows stay as they were
+
+
 def test_clipping_bounds_the_update():
     torch.manual_seed(0)
     model_config = ModelConfig(vocab_size=64, context_length=16, n_layer=1, n_head=2, d_model=32)

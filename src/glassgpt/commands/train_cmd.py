@@ -24,7 +24,7 @@ MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_hea
 TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
                "optimizer": "optimizer", "muon_lr": "muon_lr", "schedule": "schedule",
-               "decay_fraction": "decay_fraction", "qk_clip": "qk_clip",
+               "decay_fraction": "decay_fraction", "qk_clip": "qk_clip", "repeat_fraction": "repeat_fraction",
                "eval_every": "eval_every", "log_every": "log_every", "save_every": "save_every", "dtype": "dtype",
                "compile": "compile", "seed": "seed"}
 
@@ -83,6 +83,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--qk-clip", type=float, metavar="LOGIT",
                    help="after each step, scale back the query/key weights of heads whose attention "
                         "logits passed LOGIT (QK-clip; 0 = off)")
+    g.add_argument("--repeat-fraction", type=float, metavar="F",
+                   help="share of training windows that are a passage repeated, so the model learns to "
+                        "copy from its context (0 = off)")
     g.add_argument("--eval-every", type=positive_int, metavar="N", help="validate every N steps (and at the end)")
     g.add_argument("--log-every", type=positive_int, metavar="N", help="record train loss and speed every N steps")
     g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")

@@ -8,7 +8,9 @@ Each `Task` knows how to make a random problem, how to answer it, and how to che
 * `source`: which book (and author) a passage of the built-in corpus is from;
 * `quote`: continue a line of the corpus (famous ones and random ones);
 * `character`: who a character of a Shakespeare play is (from the play's list of persons);
-* `identity`: who glassgpt is and what it cannot do.
+* `identity`: who glassgpt is and what it cannot do;
+* `repeat`: say a text back exactly (a passage, words in random order, digits): copying, which
+  the worked answers need and a base model trained on books alone cannot do.
 
 The reasoning tasks (arithmetic, letters) answer in two styles, chosen at random by the data
 (never by difficulty): *direct*, just the final line, and *worked*, the steps (columns with
@@ -235,13 +237,23 @@ class Letters(Task):
                  "Count the letter {l} in the word {w}.", "In the word {w}, how many {l}'s are there?",
                  "How many {l}'s does \"{w}\" have?")
 
+    #: How often the answer is 0, 1, and 2 or more. Most letters occur once in a word, so letters
+    #: drawn from the word made "Answer: 1" right 57% of the time, and RL learned to say nothing
+    #: else (README); with these shares a constant answer is right at most 40% of the time.
+    COUNT_SHARES = (0.25, 0.4, 0.35)
+
     def make(self, rng: random.Random) -> Problem:
         words = corpus_words()
-        word = rng.choice(CLASSIC_WORDS) if rng.random() < 0.05 else rng.choice(words)
-        if rng.random() < 0.8:
-            letter = rng.choice(word)
-        else:  # sometimes a letter the word lacks: the answer 0 must be learned too
-            letter = rng.choice([c for c in "abcdefghijklmnopqrstuvwxyz" if c not in word])
+        wanted = rng.choices((0, 1, 2), self.COUNT_SHARES)[0]
+        while True:
+            word = rng.choice(CLASSIC_WORDS) if rng.random() < 0.05 else rng.choice(words)
+            if wanted == 0:  # a letter the word lacks
+                letter = rng.choice([c for c in "abcdefghijklmnopqrstuvwxyz" if c not in word])
+                break
+            fitting = sorted({c for c in word if (word.count(c) == 1) == (wanted == 1)})
+            if fitting:
+                letter = rng.choice(fitting)
+                break
         question = rng.choice(self.PHRASINGS).format(l=letter, w=word)
         return Problem(self.name, f"{letter}@{word}", question, str(word.count(letter)), self.steps(word, letter))
 
@@ -441,6 +453,38 @@ class Character(Task):
         return Verdict.RIGHT if problem.expected in said else Verdict.WRONG
 
 
+# ---------------------------------------------------------------------------------------- repeating
+
+class Repeat(Task):
+    """Say a text back exactly: the copying that worked answers need (restating 347 and 589,
+    spelling out "strawberry"), practised on its own. A small base model trained on books alone
+    does not copy from its context (README, "Why"); this task is how chat tuning teaches it."""
+
+    name = "repeat"
+    description = "say a text back exactly (a passage, a list of words, digits)"
+    PHRASINGS = ("Repeat after me: {t}", "Say exactly this: \"{t}\"", "Please repeat: {t}",
+                 "Copy this text: \"{t}\"", "Repeat this back to me: {t}")
+
+    def make(self, rng: random.Random) -> Problem:
+        kind = rng.random()
+        if kind < 0.5:  # a stretch of a book
+            section = rng.choice(book_sections())
+            while (found := _passage(rng, section.text, rng.randint(4, 20))) is None:
+                section = rng.choice(book_sections())
+            text = found[1]
+        elif kind < 0.8:  # words in no order a book would give: only copying gets them right
+            text = " ".join(rng.choice(corpus_words()) for _ in range(rng.randint(3, 12)))
+        else:
+            text = "".join(rng.choice("0123456789") for _ in range(rng.randint(3, 16)))
+        return Problem(self.name, text, rng.choice(self.PHRASINGS).format(t=text), text, expected=_normalise(text))
+
+    def check(self, problem: Problem, response: str) -> Verdict:
+        said = _normalise(response)
+        if not said:
+            return Verdict.MALFORMED
+        return Verdict.RIGHT if said == problem.expected else Verdict.WRONG
+
+
 # ---------------------------------------------------------------------------------------- identity
 
 _WHO = ("I am glassgpt, a small language model trained from scratch on four public-domain books: "
@@ -481,10 +525,10 @@ class Identity(Task):
 # ---------------------------------------------------------------------------------------- the registry
 
 TASKS: dict[str, Task] = {t.name: t for t in (Addition(), Subtraction(), Letters(), Source(), Quote(),
-                                              Character(), Identity())}
+                                              Character(), Identity(), Repeat())}
 #: How often each task appears in the built-in SFT data.
-MIXTURE = {"addition": 0.24, "subtraction": 0.2, "letters": 0.2, "source": 0.12, "quote": 0.08,
-           "character": 0.06, "identity": 0.1}
+MIXTURE = {"addition": 0.2, "subtraction": 0.17, "letters": 0.17, "source": 0.1, "quote": 0.07,
+           "character": 0.05, "identity": 0.09, "repeat": 0.15}
 
 
 def get_task(name: str) -> Task:

@@ -166,7 +166,8 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     optimizer = make_optimizer(model, config.train)
     t = config.train
     sampler = WindowSampler(data.train.ids, config.model.context_length, t.batch_size, t.grad_accum,
-                            seed=t.seed, rank=distributed.rank, world_size=distributed.world_size, device=device)
+                            seed=t.seed, rank=distributed.rank, world_size=distributed.world_size,
+                            repeat_fraction=t.repeat_fraction, device=device)
     state = restore(run, model, optimizer, sampler, distributed, log) if resume else TrainerState()
     if not resume and distributed.is_main:
         run.clear_metrics()
