@@ -458,7 +458,8 @@ class Character(Task):
 class Repeat(Task):
     """Say a text back exactly: the copying that worked answers need (restating 347 and 589,
     spelling out "strawberry"), practised on its own. A small base model trained on books alone
-    does not copy from its context (README, "Why"); this task is how chat tuning teaches it."""
+    does not copy from its context (README, "Why"); this task practises it in the chat data
+    (alone, in 600 SFT steps, it did not make such a base copy: README, "Teaching copying")."""
 
     name = "repeat"
     description = "say a text back exactly (a passage, a list of words, digits)"
