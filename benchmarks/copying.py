@@ -24,6 +24,7 @@ import sys
 
 import torch
 
+from glassgpt.commands.common import positive_int
 from glassgpt.errors import GlassError
 from glassgpt.runs import load_run
 
@@ -59,8 +60,7 @@ def learn_to_copy(model: torch.nn.Module, vocab_size: int, steps: int, length: i
     for step in range(1, steps + 1):
         half = torch.randint(0, vocab_size, (32, length), generator=generator)
         rows = torch.cat([half, half], 1)
-        loss = torch.nn.functional.cross_entropy(model(rows[:, :-1]).logits.flatten(0, 1).float(),
-                                                 rows[:, 1:].flatten())
+        loss = model(rows[:, :-1], targets=rows[:, 1:]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -76,10 +76,9 @@ def learn_to_copy(model: torch.nn.Module, vocab_size: int, steps: int, length: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="run folders")
-    parser.add_argument("--learn", type=int, metavar="STEPS",
+    parser.add_argument("--learn", type=positive_int, metavar="STEPS",
                         help="instead: train each model on random sequences said twice for up to STEPS steps")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
     if not args.learn:
         print(f"{'model':<34} {'text':<26} {'tokens':>6} {'log p 1st':>9} {'log p 2nd':>9} {'top-1 2nd':>9}")
     for path in args.models:

@@ -24,18 +24,16 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def token_windows(
-    ids: np.ndarray, starts: Sequence[int], context: int, device: torch.device | str = "cpu"
+    ids: np.ndarray, starts: Sequence[int], context: int, device: torch.device | str = "cpu",
+    periods: Sequence[int] | None = None,
 ) -> Batch:
-    """Windows ids[s : s + context + 1] as int64 inputs x (B, T) and next-token targets y (B, T)."""
-    rows = np.stack([ids[s : s + context + 1] for s in starts]).astype(np.int64)
-    batch = torch.from_numpy(rows).to(device)
+    """Windows ids[s : s + context + 1] as int64 inputs x (B, T) and next-token targets y (B, T).
+    With `periods`, row i is ids[s : s + periods[i]] said over and over to the same length (a
+    period of context + 1 is the plain window)."""
+    periods = periods or [context + 1] * len(starts)
+    rows = np.stack([np.resize(ids[s : s + p], context + 1) for s, p in zip(starts, periods, strict=True)])
+    batch = torch.from_numpy(rows.astype(np.int64)).to(device)
     return batch[:, :-1], batch[:, 1:]
-
-
-def repeat_passages(ids: np.ndarray, starts: Sequence[int], lengths: Sequence[int], context: int) -> np.ndarray:
-    """Rows of context + 1 tokens: ids[s : s + n] over and over (n = the row's length), cut to fit."""
-    rows = [np.resize(ids[s : s + n], context + 1) for s, n in zip(starts, lengths, strict=True)]
-    return np.stack(rows).astype(np.int64)
 
 
 class WindowSampler:
@@ -56,23 +54,15 @@ class WindowSampler:
         """This process's micro-batches for the next optimizer step."""
         shape = (self.grad_accum, self.world_size, self.batch_size)
         starts = torch.randint(0, len(self.ids) - self.context - 1, shape, generator=self.generator)
-        if not self.repeat_fraction:  # the plain sampler draws nothing more (older runs resume alike)
-            return [token_windows(self.ids, starts[m, self.rank].tolist(), self.context, self.device)
-                    for m in range(self.grad_accum)]
-        repeated = torch.rand(shape, generator=self.generator) < self.repeat_fraction
-        # A passage of a quarter to a half of the window: two to four copies of it per row.
-        lengths = torch.randint((self.context + 1) // 4, (self.context + 1) // 2 + 1, shape, generator=self.generator)
-        batches = []
-        for m in range(self.grad_accum):
-            x, y = token_windows(self.ids, starts[m, self.rank].tolist(), self.context, self.device)
-            rows = repeated[m, self.rank].nonzero()[:, 0]
-            if len(rows):
-                copies = torch.from_numpy(repeat_passages(self.ids, starts[m, self.rank, rows].tolist(),
-                                                          lengths[m, self.rank, rows].tolist(), self.context))
-                x, y = x.clone(), y.clone()
-                x[rows.to(x.device)], y[rows.to(y.device)] = copies[:, :-1].to(x.device), copies[:, 1:].to(y.device)
-            batches.append((x, y))
-        return batches
+        periods = torch.full(shape, self.context + 1)
+        if self.repeat_fraction:  # the plain sampler draws nothing more (older runs resume alike)
+            repeated = torch.rand(shape, generator=self.generator) < self.repeat_fraction
+            # A passage of a quarter to a half of the window: two to four copies of it per row.
+            drawn = torch.randint((self.context + 1) // 4, (self.context + 1) // 2 + 1, shape, generator=self.generator)
+            periods = torch.where(repeated, drawn, periods)
+        return [token_windows(self.ids, starts[m, self.rank].tolist(), self.context, self.device,
+                              periods[m, self.rank].tolist())
+                for m in range(self.grad_accum)]
 
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()
