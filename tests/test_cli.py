@@ -103,6 +103,18 @@ def test_resume_needs_an_existing_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert_one_line_error(code, err, "no such run folder")
 
 
+def test_bad_init_from_is_a_one_line_error(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    before = (tiny_run / "model.safetensors").read_bytes()
+    for options, fragment in [(["--init-from", str(tmp_path / "none")], "no such run folder"),
+                              (["--init-from", str(tiny_run), "--layers", "3"], "keeps RUN's model"),
+                              (["--init-from", str(tiny_run), "--resume"], "give one of them")]:
+        code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *options)
+        assert_one_line_error(code, err, fragment)
+    code, _, err = run_cli(capsys, "train", "--init-from", str(tiny_run), "--out", str(tiny_run))
+    assert_one_line_error(code, err, "is the model you start from")
+    assert (tiny_run / "model.safetensors").read_bytes() == before and not (tmp_path / "r").exists()
+
+
 def test_training_refuses_to_overwrite(tiny_run: Path, capsys: pytest.CaptureFixture):
     before = (tiny_run / "model.safetensors").read_bytes()
     code, _, err = run_cli(capsys, "train", "--preset", "tiny", "--out", str(tiny_run))

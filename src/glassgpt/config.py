@@ -17,6 +17,9 @@ from typing import Any
 from glassgpt.errors import GlassError
 from glassgpt.tokenizer import GPT2_VOCAB_SIZE
 
+# What a repeated training window repeats (`glassgpt.data.batches`).
+REPEAT_SOURCES = ("passage", "scattered", "random")
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -173,6 +176,7 @@ class TrainConfig:
     # The share of training windows that are a passage repeated (`glassgpt.data.batches`): text
     # that repeats teaches copying from the context, which books alone did not (README). 0 = off.
     repeat_fraction: float = 0.0
+    repeat_source: str = "passage"  # "passage" (a stretch of the corpus) | "scattered" (its tokens from anywhere) | "random"
     eval_every: int = 100
     eval_tokens: int = 32768  # validation tokens per evaluation
     log_every: int = 10
@@ -207,6 +211,8 @@ class TrainConfig:
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)")
         _require(self.qk_clip >= 0, f"qk_clip must be >= 0 (0 turns it off), got {self.qk_clip}")
         _require(0 <= self.repeat_fraction < 1, f"repeat_fraction must be in [0, 1), got {self.repeat_fraction}")
+        _require(self.repeat_source in REPEAT_SOURCES,
+                 f"repeat_source must be {' or '.join(REPEAT_SOURCES)}, got {self.repeat_source!r}")
         _require(self.eval_tokens >= 1, "eval_tokens must be >= 1")
         _require(self.dtype in ("auto", "bf16", "fp32"), f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         _require(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")

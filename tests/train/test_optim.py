@@ -230,6 +230,7 @@ def test_cosine_is_unchanged_and_is_the_default():
     ({"muon_momentum": 1.0}, "muon_momentum"),
     ({"qk_clip": -1.0}, "qk_clip"),
     ({"repeat_fraction": 1.0}, "repeat_fraction must be in"),
+    ({"repeat_source": "shuffled"}, "repeat_source must be passage or scattered"),
 ])
 def test_bad_optimizer_settings_are_one_line_errors(changes: dict, message: str):
     with pytest.raises(GlassError, match=message):
@@ -245,10 +246,10 @@ def test_cli_flags_reach_the_config(tmp_path: Path):
     train_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--preset", "tiny", "--out", str(tmp_path), "--optimizer", "muon",
                               "--muon-lr", "0.03", "--schedule", "wsd", "--decay-fraction", "0.3",
-                              "--qk-clip", "50", "--repeat-fraction", "0.2"])
+                              "--qk-clip", "50", "--repeat-fraction", "0.2", "--repeat-source", "scattered"])
     train = train_cmd.build_config(args).train
     assert (train.optimizer, train.muon_lr, train.schedule, train.decay_fraction, train.qk_clip,
-            train.repeat_fraction) == ("muon", 0.03, "wsd", 0.3, 50.0, 0.2)
+            train.repeat_fraction, train.repeat_source) == ("muon", 0.03, "wsd", 0.3, 50.0, 0.2, "scattered")
     default = train_cmd.build_config(parser.parse_args(["train", "--preset", "tiny"])).train
     assert default == preset("tiny").train  # no flag, no change
 

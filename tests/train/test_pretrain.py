@@ -59,6 +59,34 @@ def test_config_records_format_version_and_lineage(tiny_run: Path):
     assert RunConfig.from_dict(old) == config  # runs saved before lineage still load
 
 
+def test_continued_pretraining_starts_from_the_parent_with_a_fresh_optimizer(tiny_run: Path, tmp_path: Path):
+    import argparse
+
+    from glassgpt.commands import train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.register(parser.add_subparsers())
+    out = tmp_path / "more"
+    # A learning rate so small that one step leaves the weights where the parent left them.
+    args = parser.parse_args(["train", "--init-from", str(tiny_run), "--max-steps", "1", "--lr", "1e-9",
+                              "--warmup-steps", "0", "--out", str(out)])
+    config = train_cmd.build_config(args)
+    parent = load_run(tiny_run)
+    assert (config.stage, config.parent, config.model, config.data) == (
+        "pretrain", str(tiny_run), parent.config.model, parent.config.data)
+    assert config.train == dataclasses.replace(parent.config.train, max_steps=1, time_budget_min=0.0, lr=1e-9,
+                                               warmup_steps=0)  # the parent's recipe, as changed
+    pretrain(config, out, cache_dir=None, **QUIET)
+    child = load_run(out)
+    assert child.tokenizer.to_json() == parent.tokenizer.to_json()
+    for (name, weight), parent_weight in zip(child.model.state_dict().items(), parent.model.state_dict().values(),
+                                             strict=True):
+        assert torch.allclose(weight, parent_weight, atol=1e-6), name
+    assert RunFolder(out).load_trainer_state().state.step == 1  # a new run, not the parent's step 60 + 1
+    last_val = [r["val_loss"] for r in RunFolder(tiny_run).read_metrics() if "val_loss" in r][-1]
+    assert RunFolder(out).read_metrics()[-1]["val_loss"] == pytest.approx(last_val, abs=1e-4)
+
+
 def test_overrides_and_resume_rules():
     base = preset("demo")
     steps_only = base.with_overrides(train={"max_steps": 7})
@@ -202,6 +230,40 @@ def test_repeated_windows_repeat_a_passage_and_split_like_plain_ones():
     assert torch.equal(torch.cat([x for x, _ in micro]), one[0][0])
     plain = WindowSampler(ids, 8, batch_size=6, seed=3).next_step()[0][0]
     assert not torch.equal(plain, one[0][0]) and (plain == one[0][0]).all(1).any()  # plain rows stay as they were
+
+
+def test_scattered_repeats_say_tokens_from_anywhere_twice():
+    ids, context = np.arange(100_000), 32
+    sampler = WindowSampler(ids, context, batch_size=400, seed=3, repeat_fraction=0.25, repeat_source="scattered")
+    x, y = sampler.next_step()[0]
+    rows = torch.cat([x, y[:, -1:]], 1)
+    repeated = (rows[:, 1:] != rows[:, :-1] + 1).any(1)
+    assert 0.18 < repeated.float().mean() < 0.32
+    for row in rows[repeated]:
+        period = next(p for p in range((context + 1) // 4, (context + 1) // 2 + 1)
+                      if torch.equal(row[p:], row[:len(row) - p]))  # the shortest period that repeats
+        passage = row[:period]
+        assert (passage[1:] != passage[:-1] + 1).float().mean() > 0.9  # not a stretch of the corpus
+    # Plain rows are the same windows as with passages (the scattered positions are drawn after them).
+    passages = WindowSampler(ids, context, batch_size=400, seed=3, repeat_fraction=0.25).next_step()[0][0]
+    assert torch.equal(x[~repeated], passages[~repeated])
+    with pytest.raises(ValueError, match="repeat_source"):
+        WindowSampler(ids, context, batch_size=4, seed=3, repeat_source="shuffled")
+
+
+def test_random_repeats_are_targets_only_where_copying_predicts_them():
+    ids, context = np.arange(100_000), 32
+    x, y = WindowSampler(ids, context, batch_size=400, seed=3, repeat_fraction=0.25,
+                         repeat_source="random").next_step()[0]
+    hidden = (y == -1).sum(1)
+    repeated = hidden > 0
+    assert 0.18 < repeated.float().mean() < 0.32
+    for row, targets, period in zip(x[repeated], y[repeated], hidden[repeated].tolist(), strict=True):
+        assert (context + 1) // 4 <= period <= (context + 1) // 2
+        assert torch.equal(row[period:], row[:len(row) - period])  # said again and again
+        assert torch.equal(targets[period:-1], row[period + 1:])  # every later token is a target
+        assert (targets[:period] == -1).all()  # the first saying (and the wrap back) is none
+    assert torch.equal(y[~repeated][:, :-1], x[~repeated][:, 1:])  # plain rows are whole
 
 
 def test_clipping_bounds_the_update():

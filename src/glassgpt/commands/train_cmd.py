@@ -12,7 +12,7 @@ from glassgpt.commands.common import (
     positive_float,
     positive_int,
 )
-from glassgpt.config import PRESETS, RunConfig, preset
+from glassgpt.config import PRESETS, REPEAT_SOURCES, RunConfig, preset
 from glassgpt.errors import GlassError
 from glassgpt.runs import RunFolder
 from glassgpt.runtime import destroy_process_group, init_process_group, resolve_device
@@ -25,8 +25,8 @@ TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batc
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
                "optimizer": "optimizer", "muon_lr": "muon_lr", "schedule": "schedule",
                "decay_fraction": "decay_fraction", "qk_clip": "qk_clip", "repeat_fraction": "repeat_fraction",
-               "eval_every": "eval_every", "log_every": "log_every", "save_every": "save_every", "dtype": "dtype",
-               "compile": "compile", "seed": "seed"}
+               "repeat_source": "repeat_source", "eval_every": "eval_every", "log_every": "log_every",
+               "save_every": "save_every", "dtype": "dtype", "compile": "compile", "seed": "seed"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/PRESET)")
     p.add_argument("--preset", default="demo", choices=list(PRESETS), help="starting configuration (default: demo)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", type=Path, metavar="RUN",
+                   help="start from RUN's weights and tokenizer with a fresh optimizer and schedule (continued "
+                        "pretraining); its recipe and data unless you change them")
     add_budget_options(p)
     g = p.add_argument_group("model (not with --resume)")
     g.add_argument("--tokenizer", choices=["bpe", "char", "gpt2"], help="tokenizer kind")
@@ -86,6 +89,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeat-fraction", type=float, metavar="F",
                    help="share of training windows that are a passage repeated, so the model learns to "
                         "copy from its context (0 = off)")
+    g.add_argument("--repeat-source", choices=REPEAT_SOURCES,
+                   help="what a repeated window repeats: a passage of the text, its tokens taken from scattered "
+                        "places, or random token ids (only the repeats are targets); the last two only copying "
+                        "predicts (default: passage)")
     g.add_argument("--eval-every", type=positive_int, metavar="N", help="validate every N steps (and at the end)")
     g.add_argument("--log-every", type=positive_int, metavar="N", help="record train loss and speed every N steps")
     g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")
@@ -113,6 +120,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.resume:
         changes_model = bool(model_changes or tokenizer_changes or args.data)
         return RunFolder(args.out).load_config().for_resume(train=changes, changes_model=changes_model)
+    if args.init_from is not None:
+        if model_changes or tokenizer_changes:
+            raise GlassError("--init-from keeps RUN's model and tokenizer: drop the model/tokenizer options")
+        parent = RunFolder(args.init_from).load_config()
+        return parent.for_finetune(stage="pretrain", parent=str(args.init_from), train=parent.train.with_budget(**changes),
+                                   data=args.data if args.data is not None else parent.data)
     return preset(args.preset).with_overrides(model=model_changes, tokenizer=tokenizer_changes,
                                               train=changes, data=args.data)
 
@@ -120,6 +133,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise GlassError("--resume needs --out RUN: the run folder to continue")
+    if args.resume and args.init_from is not None:
+        raise GlassError("--resume continues --out's own run; --init-from starts a new one: give one of them")
     args.out = args.out or Path("runs") / args.preset
     config = build_config(args)
     distributed = distributed_from_env()

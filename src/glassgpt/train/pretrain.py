@@ -5,6 +5,8 @@ cross-entropy, step the weights downhill. Pretraining is data + the one loop
 (`glassgpt.train.loop`): this module reads and splits the text, builds (or reuses) the
 tokenizer, tokenizes both splits (cached), and gives the loop random windows, the
 next-token loss, validation in loss and bits per byte, and checkpoints into the run folder.
+A run whose config names a `parent` continues pretraining from that run's weights and
+tokenizer, with a fresh optimizer and schedule.
 
 It runs the same in one process or many (`torchrun`): rank 0 builds the tokenizer and writes
 the run folder; every process reads its own slice of each step's windows (see
@@ -29,7 +31,7 @@ from glassgpt.data.token_cache import TokenArray, encode_documents
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult, evaluate, token_byte_lengths
 from glassgpt.model import GPT
-from glassgpt.runs import RunFolder, TrainerState
+from glassgpt.runs import LoadedRun, RunFolder, TrainerState
 from glassgpt.runtime import (
     SINGLE,
     Distributed,
@@ -113,6 +115,18 @@ def next_token_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return model(x, targets=y).loss
 
 
+def load_parent(config: RunConfig, run: RunFolder) -> LoadedRun:
+    """The run that continued pretraining starts from, checked against `config` and `run`."""
+    assert config.parent is not None
+    if Path(config.parent).resolve() == run.path.resolve():
+        raise GlassError(f"--out {run.path} is the model you start from: choose a new --out")
+    parent = RunFolder(config.parent).load()
+    if parent.config.model != config.model:
+        raise GlassError(f"{config.parent} holds a different model than this config: build it with "
+                         "RunConfig.for_finetune (the CLI's --init-from does)")
+    return parent
+
+
 def start_folder(run: RunFolder, resume: bool, distributed: Distributed = SINGLE) -> None:
     """Refuse to overwrite a trained run or resume a missing one; rank 0 prepares the folder."""
     if resume and not run.has_trainer_state():
@@ -144,30 +158,37 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         if saved.train.optimizer != config.train.optimizer:  # the saved state holds the other one's slots
             raise GlassError(f"--resume continues with the saved optimizer ({saved.train.optimizer}): "
                              "drop --optimizer, or train a new run")
+    # Continued pretraining (`parent` set): the parent's weights and tokenizer, a fresh optimizer.
+    parent = None if resume or config.parent is None else load_parent(config, run)
     start_folder(run, resume, distributed)
     seed_everything(config.train.seed)
 
     # Rank 0 builds the tokenizer (BPE training need not be reproducible across processes) and
     # sends it to the others, which need no shared filesystem.
-    tokenizer = run.load_tokenizer() if resume else None
-    if distributed.enabled and not resume:
-        if not distributed.is_main:
-            tokenizer = Tokenizer.from_json(str(broadcast_object(None, distributed)), "rank 0's tokenizer")
+    tokenizer = run.load_tokenizer() if resume else parent.tokenizer if parent else None
+    builds_tokenizer = tokenizer is None
+    if distributed.enabled and builds_tokenizer and not distributed.is_main:
+        tokenizer = Tokenizer.from_json(str(broadcast_object(None, distributed)), "rank 0's tokenizer")
     data = prepare_data(config, tokenizer, cache_dir, show_progress, log)
     if not resume and distributed.is_main:
         run.save_tokenizer(data.tokenizer)
-        broadcast_object(data.tokenizer.to_json(), distributed)
+        if builds_tokenizer:
+            broadcast_object(data.tokenizer.to_json(), distributed)
     tokenizer = data.tokenizer
     if config.model.vocab_size != tokenizer.vocab_size:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
 
     raw_model = GPT(config.model).to(device)
+    if parent is not None:
+        raw_model.load_state_dict(parent.model.state_dict())
+        log(f"starting from {config.parent} (stage {parent.config.stage}, step {parent.step:,})")
     model = wrap_model(raw_model, distributed, device, fsdp)
     optimizer = make_optimizer(model, config.train)
     t = config.train
     sampler = WindowSampler(data.train.ids, config.model.context_length, t.batch_size, t.grad_accum,
                             seed=t.seed, rank=distributed.rank, world_size=distributed.world_size,
-                            repeat_fraction=t.repeat_fraction, device=device)
+                            repeat_fraction=t.repeat_fraction,
+                            repeat_source=t.repeat_source, device=device)
     state = restore(run, model, optimizer, sampler, distributed, log) if resume else TrainerState()
     if not resume and distributed.is_main:
         run.clear_metrics()
