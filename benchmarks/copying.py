@@ -9,9 +9,10 @@ likely next token in the second copy is the copied one. A model that copies has 
 log-probability (and top-1 accuracy) on the second copy; one that does not scores both alike.
 
 With `--learn STEPS` it asks instead whether a model can still *learn* to copy: a copy of it is
-trained (AdamW, lr 1e-3, batches of 32) on nothing but random token sequences said twice, which
-only copying can predict, and the top-1 accuracy on the second half of fresh sequences is printed
-every 25 steps. A model whose attention has saturated (one-hot heads) stays near 0%.
+trained (AdamW, lr 1e-3, batches of 32) on nothing but random token sequences said again and
+again (each row its own passage length), which only copying can predict, and the top-1 accuracy
+on the repeats is printed every 25 steps. A model whose attention has saturated (one-hot heads)
+stays near 0%.
 
     python benchmarks/copying.py src/glassgpt/assets/model runs/pipeline/sft
     python benchmarks/copying.py --learn 300 src/glassgpt/assets/model runs/small_qk50
@@ -51,23 +52,33 @@ def copy_scores(model: torch.nn.Module, bos_id: int, ids: list[int]) -> tuple[fl
 
 def learn_to_copy(model: torch.nn.Module, vocab_size: int, steps: int, length: int = 64,
                   report: int = 25) -> list[tuple[int, float, float]]:
-    """Train `model` (in place) on random sequences said twice; (step, loss, copy top-1) every
-    `report` steps, stopping early once 90% of the second halves are copied."""
+    """Train `model` (in place) on random sequences said again and again; (step, loss, copy
+    top-1) every `report` steps, stopping early once 90% of the repeats are copied.
+
+    Each row's passage has its own length (length/2 to length tokens) and the row is 2 x length
+    tokens, so no fixed distance back finds the token to copy: a head that always looks 64
+    positions back (which a constant length teaches in ~100 steps) copies only a sixth of them.
+    Only looking up where the current token last appeared and taking what followed it (an
+    induction head) copies them all."""
     generator = torch.Generator().manual_seed(0)
     model.float().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    positions = torch.arange(2 * length)
     found = []
     for step in range(1, steps + 1):
-        half = torch.randint(0, vocab_size, (32, length), generator=generator)
-        rows = torch.cat([half, half], 1)
+        periods = torch.randint(length // 2, length + 1, (32, 1), generator=generator)
+        passages = torch.randint(0, vocab_size, (32, 2 * length), generator=generator)
+        rows = passages.gather(1, positions % periods)
         loss = model(rows[:, :-1], targets=rows[:, 1:]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % report == 0 or step == steps:
             with torch.no_grad():
-                predicted = model(rows[:, :-1]).logits[:, length:].argmax(-1)
-            found.append((step, loss.item(), float((predicted == rows[:, length + 1:]).float().mean())))
+                predicted = model(rows[:, :-1]).logits.argmax(-1)
+            repeats = positions[1:] >= periods  # target t + 1 is a copy of the token `period` back
+            right = (predicted == rows[:, 1:])[repeats]
+            found.append((step, loss.item(), float(right.float().mean())))
             if found[-1][2] > 0.9:
                 break
     return found
