@@ -103,6 +103,12 @@ def test_resume_needs_an_existing_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert_one_line_error(code, err, "no such run folder")
 
 
+def test_pretraining_only_options_are_not_offered_to_fine_tuning(capsys: pytest.CaptureFixture):
+    for command, offered in (("train", True), ("sft", False), ("rl", False)):
+        _, out, _ = run_cli(capsys, command, "--help")
+        assert ("--repeat-fraction" in out) == offered, command
+
+
 def test_bad_init_from_is_a_one_line_error(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     before = (tiny_run / "model.safetensors").read_bytes()
     for options, fragment in [(["--init-from", str(tmp_path / "none")], "no such run folder"),

@@ -54,6 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--d-model", type=positive_int, help="embedding width")
     g.add_argument("--untied", action="store_true", help="separate input and output embeddings")
     add_training_options(p)
+    g = p.add_argument_group("repeated windows (pretraining only)")
+    g.add_argument("--repeat-fraction", type=float, metavar="F",
+                   help="share of training windows that are a passage repeated, so the model learns to "
+                        "copy from its context (0 = off)")
+    g.add_argument("--repeat-source", choices=REPEAT_SOURCES,
+                   help="what a repeated window repeats: a passage of the text, its tokens taken from scattered "
+                        "places, or random token ids (only the repeats are targets); the last two only copying "
+                        "predicts (default: passage)")
     add_device_option(p)
     p.add_argument("--fsdp", action="store_true",
                    help="with torchrun on GPUs: shard weights and optimizer state across processes (FSDP2) "
@@ -86,13 +94,6 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--qk-clip", type=float, metavar="LOGIT",
                    help="after each step, scale back the query/key weights of heads whose attention "
                         "logits passed LOGIT (QK-clip; 0 = off)")
-    g.add_argument("--repeat-fraction", type=float, metavar="F",
-                   help="share of training windows that are a passage repeated, so the model learns to "
-                        "copy from its context (0 = off)")
-    g.add_argument("--repeat-source", choices=REPEAT_SOURCES,
-                   help="what a repeated window repeats: a passage of the text, its tokens taken from scattered "
-                        "places, or random token ids (only the repeats are targets); the last two only copying "
-                        "predicts (default: passage)")
     g.add_argument("--eval-every", type=positive_int, metavar="N", help="validate every N steps (and at the end)")
     g.add_argument("--log-every", type=positive_int, metavar="N", help="record train loss and speed every N steps")
     g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")
@@ -107,7 +108,8 @@ def train_changes(args: argparse.Namespace) -> dict:
 
 
 def _explicit(args: argparse.Namespace, flags: dict[str, str]) -> dict:
-    return {field: getattr(args, flag) for flag, field in flags.items() if getattr(args, flag) is not None}
+    # getattr with a default: sft and rl have no pretraining-only flags (--repeat-*).
+    return {field: getattr(args, flag, None) for flag, field in flags.items() if getattr(args, flag, None) is not None}
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
