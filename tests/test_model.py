@@ -67,6 +67,23 @@ def test_cached_logits_equal_uncached(name):
     assert cache.position == 30
 
 
+def test_logits_to_keep_scores_only_the_last_positions():
+    torch.manual_seed(0)
+    config = CONFIGS["mha-tied"]
+    model = GPT(config).eval()
+    ids = torch.randint(0, config.vocab_size, (2, 12))
+    with torch.no_grad():
+        full = model(ids).logits
+        for n in (1, 5, 12):
+            assert model(ids, logits_to_keep=n).logits.shape == (2, n, config.vocab_size)
+            torch.testing.assert_close(model(ids, logits_to_keep=n).logits, full[:, -n:], atol=1e-6, rtol=0)
+        cache = KVCache(config, batch_size=2, max_length=config.context_length)
+        last = model(ids[:, :9], kv_cache=cache, logits_to_keep=1).logits  # a prefill, as the engine reads it
+        torch.testing.assert_close(last, full[:, 8:9], atol=1e-5, rtol=0)
+        assert cache.position == 9  # every position is still cached
+        torch.testing.assert_close(model(ids[:, 9:], kv_cache=cache).logits, full[:, 9:], atol=1e-5, rtol=0)
+
+
 def test_targets_minus_one_are_ignored_and_context_is_enforced():
     config = CONFIGS["mha-tied"]
     model = GPT(config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import mmap
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,49 @@ def test_int8_method_falls_back_where_the_cpu_has_no_avx2(monkeypatch):
             AVX2Int8Linear(torch.nn.Linear(4, 4))
     finally:
         quantize._build_kernel.cache_clear()
+
+
+@needs_avx2
+def test_avx2_kernel_applies_gelu_as_torch_does():
+    """The fused GELU (an AVX2 e^x, the tail in scalar tanh) equals torch's tanh GELU on the same
+    outputs, also far out in both tails and for output counts that are not multiples of 8."""
+    torch.manual_seed(0)
+    for rows, outputs in ((1, 77), (3, 130), (2, 8)):
+        x = torch.randn(rows, 100) * 4
+        weight_int8, scale = quantize_rows(torch.randn(outputs, 100))
+        bias = torch.randn(outputs)
+        plain = avx2_kernel().int8_linear(x, weight_int8, scale, bias)
+        assert plain.min() < -20 and plain.max() > 20  # the tails are exercised
+        fused = avx2_kernel().int8_linear(x, weight_int8, scale, bias, True)
+        torch.testing.assert_close(fused, torch.nn.functional.gelu(plain, approximate="tanh"), atol=1e-6, rtol=1e-5)
+
+
+@needs_avx2
+def test_quantized_gpt2_mlp_folds_its_gelu_and_keeps_its_weights_in_one_aligned_buffer():
+    from glassgpt.model import GPT, KVCache
+    from test_model import GPT2_STYLE
+
+    torch.manual_seed(0)
+    model = quantize_for_decoding(GPT(GPT2_STYLE).eval(), "avx2")
+    mlps = [block.mlp for block in model.blocks]
+    assert all(m.up.gelu and isinstance(m.act, torch.nn.Identity) and not m.down.gelu for m in mlps)
+    # The same model without the fold (GELU as its own module again) computes the same logits,
+    # in the kernel (decoding one token) and in fbgemm (a prompt of many rows).
+    unfused = copy.deepcopy(model)
+    for m in (block.mlp for block in unfused.blocks):
+        m.up.gelu, m.act = False, torch.nn.GELU(approximate="tanh")
+    ids = torch.randint(0, GPT2_STYLE.vocab_size, (1, 12))
+    with torch.no_grad():
+        for net in (model, unfused):
+            cache = KVCache(GPT2_STYLE, 1, 16)
+            net.logits = [net(ids[:, :11], kv_cache=cache).logits, net(ids[:, 11:], kv_cache=cache).logits]
+    for a, b in zip(model.logits, unfused.logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # Every int8 weight lives in one buffer (the huge-page arena), in model order, on 64-byte lines.
+    layers = [m for m in model.modules() if isinstance(m, AVX2Int8Linear)]
+    storages = {layer.weight_int8.untyped_storage().data_ptr() for layer in layers}
+    assert len(storages) == 1
+    starts = [layer.weight_int8.data_ptr() for layer in layers]
+    assert starts == sorted(starts) and all(start % 64 == 0 for start in starts)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        assert starts[0] % quantize.HUGE_PAGE == 0

@@ -177,6 +177,10 @@ class TrainConfig:
     # that repeats teaches copying from the context, which books alone did not (README). 0 = off.
     repeat_fraction: float = 0.0
     repeat_source: str = "passage"  # "passage" (a stretch of the corpus) | "scattered" (its tokens from anywhere) | "random"
+    # How long a repeated passage is, in tokens, drawn uniformly between the two (0: a quarter and
+    # a half of the window). Short passages said many times are where copying starts (README).
+    repeat_min_period: int = 0
+    repeat_max_period: int = 0
     eval_every: int = 100
     eval_tokens: int = 32768  # validation tokens per evaluation
     log_every: int = 10
@@ -213,6 +217,11 @@ class TrainConfig:
         _require(0 <= self.repeat_fraction < 1, f"repeat_fraction must be in [0, 1), got {self.repeat_fraction}")
         _require(self.repeat_source in REPEAT_SOURCES,
                  f"repeat_source must be {' or '.join(REPEAT_SOURCES)}, got {self.repeat_source!r}")
+        for name in ("repeat_min_period", "repeat_max_period"):
+            _require(getattr(self, name) == 0 or getattr(self, name) >= 2,
+                     f"{name} must be >= 2 tokens (0 = the default), got {getattr(self, name)}")
+        _require(not (self.repeat_min_period and self.repeat_max_period) or self.repeat_min_period <= self.repeat_max_period,
+                 f"repeat_min_period ({self.repeat_min_period}) must not exceed repeat_max_period ({self.repeat_max_period})")
         _require(self.eval_tokens >= 1, "eval_tokens must be >= 1")
         _require(self.dtype in ("auto", "bf16", "fp32"), f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         _require(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")
@@ -272,6 +281,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        longest = max(self.train.repeat_min_period, self.train.repeat_max_period)
+        _require(longest <= self.model.context_length,
+                 f"a repeated passage of {longest} tokens does not fit the context of {self.model.context_length}: "
+                 "give a shorter --repeat-min-period/--repeat-max-period")
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}

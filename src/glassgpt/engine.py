@@ -266,7 +266,7 @@ class Engine:
             # generation can reach (at most the context), not always the whole context.
             cache_length = min(self.context, len(ids) + sampling.max_new_tokens)
             cache = KVCache(self.model.config, 1, cache_length, self.device, dtype, rolling=self.rolling)
-            logits = self.model(torch.tensor([ids], device=self.device), kv_cache=cache).logits[:, -1]
+            logits = self.model(torch.tensor([ids], device=self.device), kv_cache=cache, logits_to_keep=1).logits[:, -1]
             if n > 1:
                 cache.repeat_batch(n)
                 logits = logits.expand(n, -1)
@@ -306,7 +306,7 @@ class Engine:
                     # again (positions restart at 0, so this is exactly a fresh prompt of those tokens).
                     keep = history[:, -max(1, 3 * self.context // 4):]
                     cache = KVCache(self.model.config, n, self.context, self.device, dtype)
-                    logits = self.model(keep, kv_cache=cache).logits[:, -1]
+                    logits = self.model(keep, kv_cache=cache, logits_to_keep=1).logits[:, -1]
                 else:
                     logits = self.model(next_ids[:, None], kv_cache=cache).logits[:, -1]
         return IdsResult(ids, samples, cropped)

@@ -254,11 +254,14 @@ class FeedForward(nn.Module):
             self.gate_up = nn.Linear(config.d_model, 2 * config.mlp_hidden, bias=config.bias)  # gate and up fused
         else:
             self.up = nn.Linear(config.d_model, config.mlp_hidden, bias=config.bias)
+            # A module, not a call, so that int8 decoding can fold it into `up`'s kernel
+            # (`glassgpt.quantize`) and leave an identity here.
+            self.act = nn.GELU(approximate="tanh")
         self.down = nn.Linear(config.mlp_hidden, config.d_model, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.gated:
-            return self.down(F.gelu(self.up(x), approximate="tanh"))
+            return self.down(self.act(self.up(x)))
         gate, up = self.gate_up(x).split(self.hidden, dim=-1)
         return self.down(F.silu(gate) * up)
 
@@ -330,13 +333,16 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None) -> ModelOutput:
+                kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> ModelOutput:
         """ids (B, T) -> logits (B, T, V); with targets (B, T), the mean cross-entropy instead.
 
         Targets equal to -1 are ignored in the loss. Training only needs the loss, so with targets
         the (B, T, V) logits are never made (`ChunkedCrossEntropy`) and `logits` is None: call
         without targets to get them. With a `kv_cache`, `ids` are the positions after those
-        already cached, and the cache is advanced past them.
+        already cached, and the cache is advanced past them. `logits_to_keep` = n > 0 scores only
+        the last n positions (B, n, V), as transformers' argument of that name: a prompt read
+        before generating needs the next-token scores of its last position only, and the output
+        layer is the largest matmul of a small model (GPT-2's: 39M of its 124M weights).
         """
         B, T = ids.shape
         start = kv_cache.position if kv_cache is not None else 0
@@ -359,7 +365,7 @@ class GPT(nn.Module):
             kv_cache.advance(T)
 
         if targets is None:
-            return ModelOutput(self.lm_head(x))
+            return ModelOutput(self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x))
         # The output layer and the loss together, a few rows at a time (see below).
         loss = ChunkedCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T),
                                          LOSS_CHUNK_ROWS, torch.is_grad_enabled())

@@ -18,15 +18,18 @@ do this (`METHODS`):
 Only decoding changes: the run folder keeps its float weights and quantization happens at load
 (`quantize_for_decoding`), in a fraction of a second. `best_method` picks "avx2" where the CPU
 has AVX2 and the kernel builds, else "dynamic". The embedding table and norms stay float
-(a lookup reads one row per token). `compare_with_float` measures what it costs in quality:
-bits per byte on a text, and how often greedy continuations agree. benchmarks/decode.py
-measures the speed of each.
+(a lookup reads one row per token). The int8 weights are moved into one buffer on 2 MB pages
+where Linux gives them (`weights_on_huge_pages`), and GPT-2's GELU into its up-projection's
+kernel (`fuse_gelu`). `compare_with_float` measures what it costs in quality: bits per byte on
+a text, and how often greedy continuations agree. benchmarks/decode.py measures the speed of
+each.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import mmap
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ import torch
 from torch import nn
 
 from glassgpt.errors import GlassError
-from glassgpt.model import GPT
+from glassgpt.model import GPT, FeedForward
 
 METHODS = ("avx2", "dynamic", "weight-only")
 FALLBACK_METHOD = "dynamic"  # where "avx2" cannot run: any CPU PyTorch supports
@@ -119,15 +122,27 @@ class AVX2Int8Linear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().contiguous())
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.batched = _dynamic_int8(linear)
+        self.gelu = False  # apply GPT-2's GELU to the output (`fuse_gelu`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() > self.KERNEL_MAX_ROWS * self.in_features:
-            return self.batched(x)
-        return avx2_kernel().int8_linear(x.float(), self.weight_int8, self.scale, self.bias).to(x.dtype)
+            y = self.batched(x)
+            return nn.functional.gelu(y, approximate="tanh") if self.gelu else y
+        return avx2_kernel().int8_linear(x.float(), self.weight_int8, self.scale, self.bias, self.gelu).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int8 x int8 "
-                f"(AVX2 kernel up to {self.KERNEL_MAX_ROWS} rows, fbgemm above)")
+                f"(AVX2 kernel up to {self.KERNEL_MAX_ROWS} rows, fbgemm above)" + (", then GELU" if self.gelu else ""))
+
+
+def fuse_gelu(model: GPT) -> None:
+    """Fold each GELU MLP's activation (GPT-2's) into its `up` layer's kernel, which applies it to
+    its outputs while they are still in cache: one pass over the hidden activations fewer per
+    layer and token (12 calls of ~12 us a token at GPT-2 small's 3,072, measured)."""
+    for module in model.modules():
+        if isinstance(module, FeedForward) and not module.gated and isinstance(module.up, AVX2Int8Linear):
+            module.up.gelu = True
+            module.act = nn.Identity()
 
 
 def _dynamic_int8(linear: nn.Linear) -> nn.Module:
@@ -195,7 +210,55 @@ def quantize_for_decoding(model: GPT, method: str | None = None, log: Callable[[
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, layer(child))
+    weights_on_huge_pages([m for m in model.modules() if isinstance(m, (AVX2Int8Linear, Int8Linear))])
+    fuse_gelu(model)
     return model
+
+
+HUGE_PAGE = 2 * 2**20  # bytes: x86-64 Linux's transparent huge page
+
+
+def huge_page_buffer(nbytes: int) -> torch.Tensor:
+    """An int8 tensor of `nbytes` bytes, asking Linux to back it with 2 MB pages.
+
+    Anonymous private memory, aligned to 2 MB and marked MADV_HUGEPAGE before it is touched, is
+    what Linux's transparent huge pages take in their common "madvise" mode. Where that cannot be
+    had (another OS, huge pages off) this is ordinary memory: the same numbers, only slower.
+    The tensor keeps the mapping alive (`torch.frombuffer` holds a reference to it).
+    """
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    private = getattr(mmap, "MAP_PRIVATE", None)
+    if advice is None or private is None:
+        return torch.empty(nbytes, dtype=torch.int8)
+    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=private | mmap.MAP_ANONYMOUS)
+    whole = torch.frombuffer(mapping, dtype=torch.int8)
+    start = -whole.data_ptr() % HUGE_PAGE
+    try:
+        mapping.madvise(advice)
+    except OSError:  # a kernel without transparent huge pages: plain pages
+        pass
+    return whole[start:start + nbytes]
+
+
+def weights_on_huge_pages(layers: list[nn.Module]) -> None:
+    """Move the `weight_int8` buffers of `layers` into one `huge_page_buffer`, in model order
+    (the order decoding reads them), each starting on a 64-byte cache line.
+
+    Decoding streams every weight once per token, and a hardware prefetcher stops at each page
+    boundary (a TLB miss each time): on 2 MB pages there are 512 times fewer of them. Measured
+    on GPT-2 small's 49 int8 linears back to back, 2 Zen 2 cores, interleaved in one process,
+    three runs: 4.53, 5.63, 4.74 ms a token on huge pages; 5.17, 6.30, 5.47 on ordinary ones.
+    """
+    if not layers:
+        return
+    line = 64
+    sizes = [-(-layer.weight_int8.numel() // line) * line for layer in layers]
+    arena = huge_page_buffer(sum(sizes))
+    offset = 0
+    for layer, size in zip(layers, sizes, strict=True):
+        weight = layer.weight_int8
+        layer.weight_int8 = arena[offset:offset + weight.numel()].view(weight.shape).copy_(weight)
+        offset += size
 
 
 @dataclass(frozen=True)

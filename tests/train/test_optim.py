@@ -246,10 +246,12 @@ def test_cli_flags_reach_the_config(tmp_path: Path):
     train_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--preset", "tiny", "--out", str(tmp_path), "--optimizer", "muon",
                               "--muon-lr", "0.03", "--schedule", "wsd", "--decay-fraction", "0.3",
-                              "--qk-clip", "50", "--repeat-fraction", "0.2", "--repeat-source", "scattered"])
+                              "--qk-clip", "50", "--repeat-fraction", "0.2", "--repeat-source", "scattered",
+                              "--repeat-min-period", "4", "--repeat-max-period", "24"])
     train = train_cmd.build_config(args).train
     assert (train.optimizer, train.muon_lr, train.schedule, train.decay_fraction, train.qk_clip,
             train.repeat_fraction, train.repeat_source) == ("muon", 0.03, "wsd", 0.3, 50.0, 0.2, "scattered")
+    assert (train.repeat_min_period, train.repeat_max_period) == (4, 24)
     default = train_cmd.build_config(parser.parse_args(["train", "--preset", "tiny"])).train
     assert default == preset("tiny").train  # no flag, no change
 

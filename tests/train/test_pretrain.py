@@ -232,6 +232,26 @@ def test_repeated_windows_repeat_a_passage_and_split_like_plain_ones():
     assert not torch.equal(plain, one[0][0]) and (plain == one[0][0]).all(1).any()  # plain rows stay as they were
 
 
+def test_repeated_passages_take_their_length_from_the_period_range():
+    ids, context = np.arange(100_000), 64
+    sampler = WindowSampler(ids, context, batch_size=600, seed=3, repeat_fraction=0.5, repeat_periods=(3, 7))
+    x, y = sampler.next_step()[0]
+    rows = torch.cat([x, y[:, -1:]], 1)
+    repeated = (rows[:, 1:] != rows[:, :-1] + 1).any(1)
+    periods = [int((row[1:] < row[:-1]).nonzero()[0]) + 1 for row in rows[repeated]]
+    assert set(periods) == {3, 4, 5, 6, 7}  # every length of the range, and none outside it
+    for row, period in zip(rows[repeated], periods, strict=True):
+        assert torch.equal(row[period:], row[:len(row) - period])  # said again and again, ~9-21 times
+    with pytest.raises(ValueError, match="do not fit windows of 64"):
+        WindowSampler(ids, context, batch_size=4, seed=3, repeat_fraction=0.5, repeat_periods=(3, 65))
+    with pytest.raises(GlassError, match="repeat_min_period .5. must not exceed repeat_max_period .4."):
+        TrainConfig(repeat_min_period=5, repeat_max_period=4)
+    with pytest.raises(GlassError, match="must be >= 2 tokens"):
+        TrainConfig(repeat_min_period=1)
+    with pytest.raises(GlassError, match="does not fit the context of 64"):
+        RunConfig(model=ModelConfig(context_length=64), train=TrainConfig(repeat_max_period=65))
+
+
 def test_scattered_repeats_say_tokens_from_anywhere_twice():
     ids, context = np.arange(100_000), 32
     sampler = WindowSampler(ids, context, batch_size=400, seed=3, repeat_fraction=0.25, repeat_source="scattered")

@@ -25,7 +25,8 @@ TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batc
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
                "optimizer": "optimizer", "muon_lr": "muon_lr", "schedule": "schedule",
                "decay_fraction": "decay_fraction", "qk_clip": "qk_clip", "repeat_fraction": "repeat_fraction",
-               "repeat_source": "repeat_source", "eval_every": "eval_every", "log_every": "log_every",
+               "repeat_source": "repeat_source", "repeat_min_period": "repeat_min_period",
+               "repeat_max_period": "repeat_max_period", "eval_every": "eval_every", "log_every": "log_every",
                "save_every": "save_every", "dtype": "dtype", "compile": "compile", "seed": "seed"}
 
 
@@ -62,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what a repeated window repeats: a passage of the text, its tokens taken from scattered "
                         "places, or random token ids (only the repeats are targets); the last two only copying "
                         "predicts (default: passage)")
+    g.add_argument("--repeat-min-period", type=positive_int, metavar="TOKENS",
+                   help="shortest repeated passage (default: a quarter of the context)")
+    g.add_argument("--repeat-max-period", type=positive_int, metavar="TOKENS",
+                   help="longest repeated passage (default: half the context); short passages said many "
+                        "times are where copying starts")
     add_device_option(p)
     p.add_argument("--fsdp", action="store_true",
                    help="with torchrun on GPUs: shard weights and optimizer state across processes (FSDP2) "

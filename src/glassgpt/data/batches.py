@@ -58,13 +58,21 @@ class WindowSampler:
 
     def __init__(self, ids: np.ndarray, context: int, batch_size: int, grad_accum: int = 1, *,
                  seed: int, rank: int = 0, world_size: int = 1, repeat_fraction: float = 0.0,
-                 repeat_source: str = "passage", device: torch.device | str = "cpu") -> None:
+                 repeat_source: str = "passage", repeat_periods: tuple[int, int] = (0, 0),
+                 device: torch.device | str = "cpu") -> None:
         if len(ids) < context + 2:
             raise ValueError(f"{len(ids)} tokens are too few for windows of {context + 1}")
         self.ids, self.context, self.device = ids, context, device
         if repeat_source not in REPEAT_SOURCES:
             raise ValueError(f"repeat_source must be one of {REPEAT_SOURCES}, got {repeat_source!r}")
         self.repeat_fraction, self.repeat_source = repeat_fraction, repeat_source
+        # A repeated passage's length, drawn uniformly in [shortest, longest]; 0 = a quarter / a
+        # half of the window (two to four copies of it per row).
+        shortest = repeat_periods[0] or (context + 1) // 4
+        longest = max(shortest, repeat_periods[1] or (context + 1) // 2)
+        if repeat_fraction and not 1 <= shortest <= longest <= context:
+            raise ValueError(f"repeated passages of {shortest}-{longest} tokens do not fit windows of {context}")
+        self.repeat_periods = (shortest, longest)
         self.token_count = int(ids.max()) + 1 if repeat_source == "random" else 0  # "random" draws ids below it
         self.batch_size, self.grad_accum = batch_size, grad_accum
         self.rank, self.world_size = rank, world_size
@@ -77,8 +85,7 @@ class WindowSampler:
         periods = torch.full(shape, self.context + 1)
         if self.repeat_fraction:  # the plain sampler draws nothing more (older runs resume alike)
             repeated = torch.rand(shape, generator=self.generator) < self.repeat_fraction
-            # A passage of a quarter to a half of the window: two to four copies of it per row.
-            drawn = torch.randint((self.context + 1) // 4, (self.context + 1) // 2 + 1, shape, generator=self.generator)
+            drawn = torch.randint(self.repeat_periods[0], self.repeat_periods[1] + 1, shape, generator=self.generator)
             periods = torch.where(repeated, drawn, periods)
         passages = None
         if self.repeat_fraction and self.repeat_source == "scattered":

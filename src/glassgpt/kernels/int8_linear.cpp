@@ -63,10 +63,49 @@ void dot_rows(const int8_t* w, const int8_t* x, const int8_t* abs_x, int64_t K, 
     }
 }
 
+// e^x for 8 floats (Cephes' expf: x = n ln 2 + r, a degree-5 polynomial for e^r, 2^n from the
+// exponent bits; within ~2 float ulps of std::exp over [-88, 88], and x is clamped to that range).
+inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln 2 in two parts, so r stays exact
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+// GELU with the tanh approximation (GPT-2's), in place on y[0..n): 0.5 v (1 + tanh(u)) with
+// u = sqrt(2/pi) (v + 0.044715 v^3), written as v / (1 + e^(-2u)), the same function.
+void gelu_tanh(float* y, int64_t n) {
+    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(y + i);
+        const __m256 u = _mm256_mul_ps(_mm256_set1_ps(c),
+                                       _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), _mm256_mul_ps(v, v), v));
+        const __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+        _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+    }
+    for (; i < n; ++i) {
+        const float v = y[i];
+        y[i] = 0.5f * v * (1.0f + std::tanh(c * (v + 0.044715f * v * v * v)));
+    }
+}
+
 }  // namespace
 
+// `gelu`: apply GPT-2's GELU to the result (each thread to its own outputs, still in its cache),
+// which saves the MLP a separate pass over its hidden activations.
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& weight_scale,
-                          const c10::optional<torch::Tensor>& bias) {
+                          const c10::optional<torch::Tensor>& bias, bool gelu) {
     TORCH_CHECK(x.scalar_type() == torch::kFloat32, "int8_linear: input must be float32");
     TORCH_CHECK(weight.scalar_type() == torch::kInt8 && weight.dim() == 2 && weight.is_contiguous(),
                 "int8_linear: weight must be a contiguous 2-D int8 tensor");
@@ -113,6 +152,9 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
                 }
             }
         }
+        if (gelu) {
+            for (int64_t m = 0; m < M; ++m) gelu_tanh(Y + m * N + n0, n1 - n0);
+        }
     });
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = N;
@@ -120,5 +162,6 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("int8_linear", &int8_linear, "int8 x int8 linear layer (AVX2), per-row scales");
+    m.def("int8_linear", &int8_linear, "int8 x int8 linear layer (AVX2), per-row scales, optionally GELU",
+          py::arg("x"), py::arg("weight"), py::arg("weight_scale"), py::arg("bias"), py::arg("gelu") = false);
 }

@@ -188,7 +188,8 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     sampler = WindowSampler(data.train.ids, config.model.context_length, t.batch_size, t.grad_accum,
                             seed=t.seed, rank=distributed.rank, world_size=distributed.world_size,
                             repeat_fraction=t.repeat_fraction,
-                            repeat_source=t.repeat_source, device=device)
+                            repeat_source=t.repeat_source,
+                            repeat_periods=(t.repeat_min_period, t.repeat_max_period), device=device)
     state = restore(run, model, optimizer, sampler, distributed, log) if resume else TrainerState()
     if not resume and distributed.is_main:
         run.clear_metrics()
