@@ -242,6 +242,10 @@ def test_repeated_passages_take_their_length_from_the_period_range():
     assert set(periods) == {3, 4, 5, 6, 7}  # every length of the range, and none outside it
     for row, period in zip(rows[repeated], periods, strict=True):
         assert torch.equal(row[period:], row[:len(row) - period])  # said again and again, ~9-21 times
+    # Only one end given, beyond the other default end: the default moves to meet it.
+    assert WindowSampler(ids, context, batch_size=4, seed=3, repeat_fraction=0.5, repeat_periods=(0, 10)).repeat_periods == (10, 10)
+    assert WindowSampler(ids, context, batch_size=4, seed=3, repeat_fraction=0.5, repeat_periods=(40, 0)).repeat_periods == (40, 40)
+    assert WindowSampler(ids, context, batch_size=4, seed=3, repeat_fraction=0.5).repeat_periods == (16, 32)
     with pytest.raises(ValueError, match="do not fit windows of 64"):
         WindowSampler(ids, context, batch_size=4, seed=3, repeat_fraction=0.5, repeat_periods=(3, 65))
     with pytest.raises(GlassError, match="repeat_min_period .5. must not exceed repeat_max_period .4."):

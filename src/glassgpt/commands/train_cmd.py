@@ -64,9 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "places, or random token ids (only the repeats are targets); the last two only copying "
                         "predicts (default: passage)")
     g.add_argument("--repeat-min-period", type=positive_int, metavar="TOKENS",
-                   help="shortest repeated passage (default: a quarter of the context)")
+                   help="shortest repeated passage (default: a quarter of the context, or the longest if shorter)")
     g.add_argument("--repeat-max-period", type=positive_int, metavar="TOKENS",
-                   help="longest repeated passage (default: half the context); short passages said many "
+                   help="longest repeated passage (default: half the context, or the shortest if longer); short passages said many "
                         "times are where copying starts")
     add_device_option(p)
     p.add_argument("--fsdp", action="store_true",

@@ -67,9 +67,11 @@ class WindowSampler:
             raise ValueError(f"repeat_source must be one of {REPEAT_SOURCES}, got {repeat_source!r}")
         self.repeat_fraction, self.repeat_source = repeat_fraction, repeat_source
         # A repeated passage's length, drawn uniformly in [shortest, longest]; 0 = a quarter / a
-        # half of the window (two to four copies of it per row).
-        shortest = repeat_periods[0] or (context + 1) // 4
-        longest = max(shortest, repeat_periods[1] or (context + 1) // 2)
+        # half of the window (two to four copies of it per row), moved to meet the other end where
+        # only that one is given and lies beyond it.
+        asked_shortest, asked_longest = repeat_periods
+        shortest = asked_shortest or min((context + 1) // 4, asked_longest or context)
+        longest = asked_longest or max((context + 1) // 2, shortest)
         if repeat_fraction and not 1 <= shortest <= longest <= context:
             raise ValueError(f"repeated passages of {shortest}-{longest} tokens do not fit windows of {context}")
         self.repeat_periods = (shortest, longest)
