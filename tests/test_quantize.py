@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import mmap
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from glassgpt.errors import GlassError
 from glassgpt.quantize import (
     METHODS,
     AVX2Int8Linear,
+    FusedGPT2Step,
     Int8Linear,
     avx2_kernel,
     best_method,
@@ -163,8 +165,9 @@ def test_quantized_gpt2_mlp_folds_its_gelu_and_keeps_its_weights_in_one_aligned_
     # The same model without the fold (GELU as its own module again) computes the same logits,
     # in the kernel (decoding one token) and in fbgemm (a prompt of many rows).
     unfused = copy.deepcopy(model)
-    for m in (block.mlp for block in unfused.blocks):
-        m.up.gelu, m.act = False, torch.nn.GELU(approximate="tanh")
+    for block in unfused.blocks:
+        block.mlp.up.gelu, block.mlp.act = False, torch.nn.GELU(approximate="tanh")
+        block.decode_step = None  # the fused step always folds GELU: test the modules here
     ids = torch.randint(0, GPT2_STYLE.vocab_size, (1, 12))
     with torch.no_grad():
         for net in (model, unfused):
@@ -180,3 +183,45 @@ def test_quantized_gpt2_mlp_folds_its_gelu_and_keeps_its_weights_in_one_aligned_
     assert starts == sorted(starts) and all(start % 64 == 0 for start in starts)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         assert starts[0] % quantize.HUGE_PAGE == 0
+
+
+@needs_avx2
+def test_a_gpt2_block_decodes_one_token_in_one_kernel_call_as_its_modules_do():
+    from glassgpt.model import GPT, KVCache
+    from test_model import GPT2_STYLE
+
+    torch.manual_seed(0)
+    model = quantize_for_decoding(GPT(GPT2_STYLE).eval(), "avx2")
+    assert all(isinstance(block.decode_step, FusedGPT2Step) for block in model.blocks)
+    rotary = quantize_for_decoding(GPT(dataclasses.replace(GPT2_STYLE, position="rope")).eval(), "avx2")
+    assert all(block.decode_step is None for block in rotary.blocks)  # the kernel rotates nothing
+    modules = copy.deepcopy(model)
+    for block in modules.blocks:
+        block.decode_step = None
+    ids = torch.randint(0, GPT2_STYLE.vocab_size, (1, 14))
+    calls = []
+    original = FusedGPT2Step.__call__
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FusedGPT2Step, "__call__", lambda step, x, cache: calls.append(cache.position)
+                      or original(step, x, cache))
+        for net in (model, modules):
+            cache = KVCache(GPT2_STYLE, 1, 16)
+            net.logits = [net(ids[:, :8], kv_cache=cache).logits[:, -1]]  # a prompt: the modules
+            net.logits += [net(ids[:, i:i + 1], kv_cache=cache).logits[:, -1] for i in range(8, 14)]
+            net.cache = cache
+    # Only the fused model's single tokens took the kernel: 2 blocks x 6 tokens, at positions 8-13.
+    assert calls == [p for p in range(8, 14) for _ in model.blocks]
+    for a, b in zip(model.logits, modules.logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    for layer in range(GPT2_STYLE.n_layer):  # the kernel wrote each token's key and value
+        torch.testing.assert_close(model.cache.keys[layer], modules.cache.keys[layer], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.cache.values[layer], modules.cache.values[layer], atol=1e-5, rtol=1e-5)
+    # Greedy decoding makes the same 30 tokens either way.
+    for net in (model, modules):
+        cache, net.tokens = KVCache(GPT2_STYLE, 1, 34), [1, 2, 3, 4]
+        with torch.no_grad():
+            logits = net(torch.tensor([net.tokens]), kv_cache=cache).logits[:, -1]
+            for _ in range(30):
+                net.tokens.append(int(logits.argmax()))
+                logits = net(torch.tensor([net.tokens[-1:]]), kv_cache=cache).logits[:, -1]
+    assert model.tokens == modules.tokens

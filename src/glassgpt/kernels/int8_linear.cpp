@@ -8,6 +8,10 @@
 // built to stream weights at memory speed: 32 weights per load and per multiply (`maddubs`, as
 // llama.cpp does). Each weight row is read once for all input rows (in registers for four at a
 // time), so batch 8 reads no more weights than batch 1.
+//
+// `gpt2_block_step` runs a whole GPT-2 block for one new token on these layers (norms, cache
+// write, one query's attention, residuals), so a decoding step makes one call per block instead
+// of ~20 framework calls, which on this CPU cost as much as reading the weights.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -100,7 +104,148 @@ void gelu_tanh(float* y, int64_t n) {
     }
 }
 
+// Y[m, :] = x row m (int8 xq, scale x_scale[m]) times W^T, scaled per row (+ bias, then GELU).
+void int8_rows(const int8_t* X, const int8_t* AX, const float* x_scale, int64_t M, int64_t K, const int8_t* W,
+               const float* SW, const float* B, int64_t N, float* Y, bool gelu) {
+    // Threads split the output rows; 16 rows is the least worth a thread's start.
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+        int32_t dots[4];
+        for (int64_t n = n0; n < n1; ++n) {
+            const int8_t* w = W + n * K;
+            for (int64_t m = 0; m < M; m += 4) {  // input rows four at a time (then 3, 2 or 1)
+                const int64_t r = std::min<int64_t>(4, M - m);
+                const int8_t* x = X + m * K;
+                const int8_t* ax = AX + m * K;
+                if (r == 4) dot_rows<4>(w, x, ax, K, dots);
+                else if (r == 3) dot_rows<3>(w, x, ax, K, dots);
+                else if (r == 2) dot_rows<2>(w, x, ax, K, dots);
+                else dot_rows<1>(w, x, ax, K, dots);
+                for (int64_t j = 0; j < r; ++j) {
+                    const float v = static_cast<float>(dots[j]) * x_scale[m + j] * SW[n];
+                    Y[(m + j) * N + n] = B ? v + B[n] : v;
+                }
+            }
+        }
+        if (gelu) {
+            for (int64_t m = 0; m < M; ++m) gelu_tanh(Y + m * N + n0, n1 - n0);
+        }
+    });
+}
+
+// One float row x (K) through an int8 layer into y (N): x rounded to int8 here.
+void int8_row(const float* x, int64_t K, const int8_t* W, const float* SW, const float* B, int64_t N, float* y,
+              bool gelu) {
+    std::vector<int8_t> xq(K), abs_xq(K);
+    const float scale = quantize_row(x, xq.data(), K);
+    for (int64_t k = 0; k < K; ++k) abs_xq[k] = static_cast<int8_t>(std::abs(xq[k]));
+    int8_rows(xq.data(), abs_xq.data(), &scale, 1, K, W, SW, B, N, y, gelu);
+}
+
+// LayerNorm of one row x (D) into y, with gain w and bias b (GPT-2's norm).
+void layer_norm_row(const float* x, const float* w, const float* b, int64_t D, float eps, float* y) {
+    double sum = 0.0, squares = 0.0;
+    for (int64_t i = 0; i < D; ++i) sum += x[i];
+    const float mean = static_cast<float>(sum / D);
+    for (int64_t i = 0; i < D; ++i) squares += (x[i] - mean) * (x[i] - mean);
+    const float inverse = 1.0f / std::sqrt(static_cast<float>(squares / D) + eps);
+    for (int64_t i = 0; i < D; ++i) y[i] = (x[i] - mean) * inverse * w[i] + b[i];
+}
+
+// One query per head over the first `length` cached positions: softmax(q.k / sqrt(Dh)) v.
+// q, y: (H, Dh); keys, values: (H, L, Dh), each head's rows contiguous.
+void one_query_attention(const float* q, const float* keys, const float* values, int64_t H, int64_t L,
+                         int64_t Dh, int64_t length, float* y) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+        std::vector<float> p(length);
+        for (int64_t h = h0; h < h1; ++h) {
+            const float* qh = q + h * Dh;
+            const float* kh = keys + h * L * Dh;
+            const float* vh = values + h * L * Dh;
+            float best = -INFINITY;
+            for (int64_t t = 0; t < length; ++t) {
+                float dot = 0.0f;
+                for (int64_t d = 0; d < Dh; ++d) dot += qh[d] * kh[t * Dh + d];
+                p[t] = dot * scale;
+                best = std::fmax(best, p[t]);
+            }
+            float total = 0.0f;
+            for (int64_t t = 0; t < length; ++t) total += (p[t] = std::exp(p[t] - best));
+            float* yh = y + h * Dh;
+            for (int64_t d = 0; d < Dh; ++d) yh[d] = 0.0f;
+            for (int64_t t = 0; t < length; ++t) {
+                const float weight = p[t] / total;
+                for (int64_t d = 0; d < Dh; ++d) yh[d] += weight * vh[t * Dh + d];
+            }
+        }
+    });
+}
+
+const float* floats(const torch::Tensor& t, int64_t n, const char* what) {
+    TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.numel() == n,
+                "gpt2_block_step: ", what, " must be ", n, " contiguous float32 values");
+    return t.data_ptr<float>();
+}
+
+// An int8 layer's (weight, scale, bias) as raw pointers, checked against its shape (N, K).
+struct Int8Layer {
+    const int8_t* w;
+    const float* scale;
+    const float* bias;
+    int64_t N, K;
+    Int8Layer(const torch::Tensor& weight, const torch::Tensor& s, const torch::Tensor& b, int64_t n, int64_t k,
+              const char* what)
+        : scale(floats(s, n, what)), bias(floats(b, n, what)), N(n), K(k) {
+        TORCH_CHECK(weight.scalar_type() == torch::kInt8 && weight.is_contiguous() && weight.size(0) == n &&
+                    weight.size(1) == k, "gpt2_block_step: ", what, " weight must be int8 (", n, ", ", k, ")");
+        w = weight.data_ptr<int8_t>();
+    }
+    void apply(const float* x, float* y, bool gelu = false) const { int8_row(x, K, w, scale, bias, N, y, gelu); }
+};
+
 }  // namespace
+
+// One new token through one GPT-2 block (LayerNorm, multi-head attention, GELU MLP, biases) at
+// batch 1, all in C++: x + attn(ln1(x)), then + mlp(ln2(x)); this position's key and value are
+// written to the cache at `position`. The same math as glassgpt.model.Block with int8 linears,
+// without the ~20 framework calls per layer that cost a decoding step as much as its weights.
+torch::Tensor gpt2_block_step(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
+                              const std::vector<torch::Tensor>& linears, torch::Tensor keys, torch::Tensor values,
+                              int64_t position, int64_t n_head, double eps) {
+    TORCH_CHECK(norms.size() == 4 && linears.size() == 12, "gpt2_block_step: 4 norm and 12 linear tensors");
+    const int64_t D = x.numel(), H = n_head, Dh = D / H, L = keys.size(2), F = linears[6].size(0);
+    TORCH_CHECK(x.scalar_type() == torch::kFloat32 && D % H == 0, "gpt2_block_step: x must be float32 (D)");
+    TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.size(1) == H && keys.size(3) == Dh &&
+                keys.is_contiguous() && values.sizes() == keys.sizes() && values.is_contiguous() &&
+                keys.scalar_type() == torch::kFloat32 && values.scalar_type() == torch::kFloat32,
+                "gpt2_block_step: the cache must be contiguous float32 (1, H, L, Dh)");
+    TORCH_CHECK(position >= 0 && position < L, "gpt2_block_step: position ", position, " outside the cache");
+    const Int8Layer qkv(linears[0], linears[1], linears[2], 3 * D, D, "qkv");
+    const Int8Layer out(linears[3], linears[4], linears[5], D, D, "out");
+    const Int8Layer up(linears[6], linears[7], linears[8], F, D, "up");
+    const Int8Layer down(linears[9], linears[10], linears[11], D, F, "down");
+    torch::Tensor result = x.contiguous().clone();
+    float* h = result.data_ptr<float>();
+    std::vector<float> normed(D), projected(3 * D), mixed(D), hidden(F);
+    float* K_ = keys.data_ptr<float>();
+    float* V_ = values.data_ptr<float>();
+
+    layer_norm_row(h, floats(norms[0], D, "ln1 weight"), floats(norms[1], D, "ln1 bias"), D, eps, normed.data());
+    qkv.apply(normed.data(), projected.data());  // q (H, Dh), then k, then v
+    for (int64_t head = 0; head < H; ++head) {
+        std::copy_n(projected.data() + D + head * Dh, Dh, K_ + (head * L + position) * Dh);
+        std::copy_n(projected.data() + 2 * D + head * Dh, Dh, V_ + (head * L + position) * Dh);
+    }
+    one_query_attention(projected.data(), K_, V_, H, L, Dh, position + 1, mixed.data());
+    out.apply(mixed.data(), normed.data());
+    for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
+
+    layer_norm_row(h, floats(norms[2], D, "ln2 weight"), floats(norms[3], D, "ln2 bias"), D, eps, normed.data());
+    up.apply(normed.data(), hidden.data(), /*gelu=*/true);
+    down.apply(hidden.data(), normed.data());
+    for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
+    return result;
+}
 
 // `gelu`: apply GPT-2's GELU to the result (each thread to its own outputs, still in its cache),
 // which saves the MLP a separate pass over its hidden activations.
@@ -132,30 +277,7 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
                     "int8_linear: bias must be float32 with one value per output row");
         B = bias->data_ptr<float>();
     }
-    float* Y = y.data_ptr<float>();
-    // Threads split the output rows; 16 rows is the least worth a thread's start.
-    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-        int32_t dots[4];
-        for (int64_t n = n0; n < n1; ++n) {
-            const int8_t* w = W + n * K;
-            for (int64_t m = 0; m < M; m += 4) {  // input rows four at a time (then 3, 2 or 1)
-                const int64_t r = std::min<int64_t>(4, M - m);
-                const int8_t* x = X + m * K;
-                const int8_t* ax = AX + m * K;
-                if (r == 4) dot_rows<4>(w, x, ax, K, dots);
-                else if (r == 3) dot_rows<3>(w, x, ax, K, dots);
-                else if (r == 2) dot_rows<2>(w, x, ax, K, dots);
-                else dot_rows<1>(w, x, ax, K, dots);
-                for (int64_t j = 0; j < r; ++j) {
-                    const float v = static_cast<float>(dots[j]) * x_scale[m + j] * SW[n];
-                    Y[(m + j) * N + n] = B ? v + B[n] : v;
-                }
-            }
-        }
-        if (gelu) {
-            for (int64_t m = 0; m < M; ++m) gelu_tanh(Y + m * N + n0, n1 - n0);
-        }
-    });
+    int8_rows(X, AX, x_scale.data(), M, K, W, SW, B, N, y.data_ptr<float>(), gelu);
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = N;
     return y.view(shape);
@@ -164,4 +286,7 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("int8_linear", &int8_linear, "int8 x int8 linear layer (AVX2), per-row scales, optionally GELU",
           py::arg("x"), py::arg("weight"), py::arg("weight_scale"), py::arg("bias"), py::arg("gelu") = false);
+    m.def("gpt2_block_step", &gpt2_block_step, "one token through one int8 GPT-2 block, KV cache written",
+          py::arg("x"), py::arg("norms"), py::arg("linears"), py::arg("keys"), py::arg("values"),
+          py::arg("position"), py::arg("n_head"), py::arg("eps"));
 }
