@@ -121,6 +121,15 @@ def test_bad_init_from_is_a_one_line_error(tiny_run: Path, tmp_path: Path, capsy
     assert (tiny_run / "model.safetensors").read_bytes() == before and not (tmp_path / "r").exists()
 
 
+def test_no_stage_writes_into_the_model_it_starts_from(tiny_run: Path, tiny_chat_run: Path,
+                                                       capsys: pytest.CaptureFixture):
+    for command, parent in (("sft", tiny_run), ("rl", tiny_chat_run)):
+        before = (parent / "model.safetensors").read_bytes()
+        code, _, err = run_cli(capsys, command, "--model", str(parent), "--out", str(parent))
+        assert_one_line_error(code, err, "is the model you start from")
+        assert (parent / "model.safetensors").read_bytes() == before
+
+
 def test_training_refuses_to_overwrite(tiny_run: Path, capsys: pytest.CaptureFixture):
     before = (tiny_run / "model.safetensors").read_bytes()
     code, _, err = run_cli(capsys, "train", "--preset", "tiny", "--out", str(tiny_run))

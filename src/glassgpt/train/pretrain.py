@@ -115,11 +115,17 @@ def next_token_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return model(x, targets=y).loss
 
 
+def refuse_out_at_parent(parent: str | Path, run: RunFolder) -> None:
+    """Every stage that starts from a model (continued pretraining, sft, rl) writes a new folder:
+    writing into the parent's own would overwrite the model it reads."""
+    if Path(parent).resolve() == run.path.resolve():
+        raise GlassError(f"--out {run.path} is the model you start from: choose a new --out")
+
+
 def load_parent(config: RunConfig, run: RunFolder) -> LoadedRun:
     """The run that continued pretraining starts from, checked against `config` and `run`."""
     assert config.parent is not None
-    if Path(config.parent).resolve() == run.path.resolve():
-        raise GlassError(f"--out {run.path} is the model you start from: choose a new --out")
+    refuse_out_at_parent(config.parent, run)
     parent = RunFolder(config.parent).load()
     if parent.config.model != config.model:
         raise GlassError(f"{config.parent} holds a different model than this config: build it with "

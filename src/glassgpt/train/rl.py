@@ -43,7 +43,12 @@ from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, TrainerState
 from glassgpt.runtime import Log, choose_dtype, resolve_device, seed_everything
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.pretrain import TrainResult, checkpoint_saver, start_folder
+from glassgpt.train.pretrain import (
+    TrainResult,
+    checkpoint_saver,
+    refuse_out_at_parent,
+    start_folder,
+)
 from glassgpt.train.sft import start_training
 
 #: RL's recipe: small constant steps (the policy gradient is noisy; a big step can wreck the
@@ -194,8 +199,7 @@ def rl(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device: 
         tokenizer = run.load_tokenizer()
         model = GPT(config.model).to(device)
     else:
-        if Path(config.parent).resolve() == run.path.resolve():
-            raise GlassError(f"--out {run.path} is the chat model's own folder: choose a new --out")
+        refuse_out_at_parent(config.parent, run)
         if run.has_trainer_state():
             start_folder(run, resume)  # refuses before anything is loaded
         chat = load_chat_model(config.parent, device)  # a base model gets a hint to run sft first

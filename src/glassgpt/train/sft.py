@@ -48,6 +48,7 @@ from glassgpt.train.pretrain import (
     TrainResult,
     checkpoint_saver,
     next_token_loss,
+    refuse_out_at_parent,
     restore,
     start_folder,
 )
@@ -135,8 +136,8 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
             raise GlassError(f"{run.path} is a {saved.stage} run, not an sft run: resume it with its own command")
     elif config.parent is None:
         raise GlassError("SFT needs a base model to start from (--model RUN)")
-    elif Path(config.parent).resolve() == run.path.resolve():
-        raise GlassError(f"--out {run.path} is the base model's own folder: choose a new --out")
+    else:
+        refuse_out_at_parent(config.parent, run)
     if not resume and run.has_trainer_state():
         start_folder(run, resume)  # refuses before anything is loaded
     seed_everything(config.train.seed)
