@@ -12,12 +12,13 @@ import torch
 
 from glassgpt import quantize
 from glassgpt.cli import main
+from glassgpt.config import ModelConfig
 from glassgpt.data.corpus import builtin_documents
 from glassgpt.errors import GlassError
 from glassgpt.quantize import (
     METHODS,
     AVX2Int8Linear,
-    FusedGPT2Step,
+    FusedBlockStep,
     Int8Linear,
     avx2_kernel,
     best_method,
@@ -186,26 +187,42 @@ def test_quantized_gpt2_mlp_folds_its_gelu_and_keeps_its_weights_in_one_aligned_
 
 
 @needs_avx2
-def test_a_gpt2_block_decodes_one_token_in_one_kernel_call_as_its_modules_do():
+def test_only_gpt2_and_llama_blocks_get_a_fused_decoding_step():
+    from glassgpt.model import GPT
+    from test_model import GPT2_STYLE
+
+    for config, fused in ((GPT2_STYLE, True), (LLAMA_STYLE, True),
+                          (dataclasses.replace(GPT2_STYLE, position="rope"), False),  # a mix: the modules
+                          (dataclasses.replace(LLAMA_STYLE, bias=True), False)):
+        model = quantize_for_decoding(GPT(config).eval(), "avx2")
+        assert all(isinstance(block.decode_step, FusedBlockStep) == fused for block in model.blocks), config
+    assert all(block.decode_step is None for block in quantize_for_decoding(GPT(GPT2_STYLE).eval(), "dynamic").blocks)
+
+
+#: Llama's kind with grouped-query attention (2 key/value heads for 4 query heads).
+LLAMA_STYLE = ModelConfig(vocab_size=300, context_length=48, n_layer=2, n_head=4, n_kv_head=2, d_model=64)
+
+
+@needs_avx2
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_a_block_decodes_one_token_in_one_kernel_call_as_its_modules_do(style: str):
     from glassgpt.model import GPT, KVCache
     from test_model import GPT2_STYLE
 
+    config = GPT2_STYLE if style == "gpt2" else LLAMA_STYLE
     torch.manual_seed(0)
-    model = quantize_for_decoding(GPT(GPT2_STYLE).eval(), "avx2")
-    assert all(isinstance(block.decode_step, FusedGPT2Step) for block in model.blocks)
-    rotary = quantize_for_decoding(GPT(dataclasses.replace(GPT2_STYLE, position="rope")).eval(), "avx2")
-    assert all(block.decode_step is None for block in rotary.blocks)  # the kernel rotates nothing
+    model = quantize_for_decoding(GPT(config).eval(), "avx2")
     modules = copy.deepcopy(model)
     for block in modules.blocks:
         block.decode_step = None
-    ids = torch.randint(0, GPT2_STYLE.vocab_size, (1, 14))
+    ids = torch.randint(0, config.vocab_size, (1, 14))
     calls = []
-    original = FusedGPT2Step.__call__
+    original = FusedBlockStep.__call__
     with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(FusedGPT2Step, "__call__", lambda step, x, cache: calls.append(cache.position)
+        patch.setattr(FusedBlockStep, "__call__", lambda step, x, cache: calls.append(cache.position)
                       or original(step, x, cache))
         for net in (model, modules):
-            cache = KVCache(GPT2_STYLE, 1, 16)
+            cache = KVCache(config, 1, 16)
             net.logits = [net(ids[:, :8], kv_cache=cache).logits[:, -1]]  # a prompt: the modules
             net.logits += [net(ids[:, i:i + 1], kv_cache=cache).logits[:, -1] for i in range(8, 14)]
             net.cache = cache
@@ -213,12 +230,12 @@ def test_a_gpt2_block_decodes_one_token_in_one_kernel_call_as_its_modules_do():
     assert calls == [p for p in range(8, 14) for _ in model.blocks]
     for a, b in zip(model.logits, modules.logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    for layer in range(GPT2_STYLE.n_layer):  # the kernel wrote each token's key and value
+    for layer in range(config.n_layer):  # the kernel wrote each token's key and value
         torch.testing.assert_close(model.cache.keys[layer], modules.cache.keys[layer], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(model.cache.values[layer], modules.cache.values[layer], atol=1e-5, rtol=1e-5)
     # Greedy decoding makes the same 30 tokens either way.
     for net in (model, modules):
-        cache, net.tokens = KVCache(GPT2_STYLE, 1, 34), [1, 2, 3, 4]
+        cache, net.tokens = KVCache(config, 1, 34), [1, 2, 3, 4]
         with torch.no_grad():
             logits = net(torch.tensor([net.tokens]), kv_cache=cache).logits[:, -1]
             for _ in range(30):

@@ -279,7 +279,7 @@ class Block(nn.Module):
         self.attn = Attention(config, layer)
         self.mlp_norm = make_norm(config)
         self.mlp = FeedForward(config)
-        # int8 decoding (`glassgpt.quantize.FusedGPT2Step`) may set this: the same layer for one new
+        # int8 decoding (`glassgpt.quantize.FusedBlockStep`) may set this: the same layer for one new
         # token at batch 1, in one compiled call (x (1, 1, D), cache) -> x, writing the cache.
         self.decode_step: Callable[[torch.Tensor, KVCache], torch.Tensor] | None = None
 

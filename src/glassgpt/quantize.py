@@ -214,14 +214,16 @@ def quantize_for_decoding(model: GPT, method: str | None = None, log: Callable[[
     weights_on_huge_pages([m for m in model.modules() if isinstance(m, (AVX2Int8Linear, Int8Linear))])
     fuse_gelu(model)
     for block in model.blocks:
-        if FusedGPT2Step.fits(block, model.config):
-            block.decode_step = FusedGPT2Step(block)
+        if FusedBlockStep.fits(block, model.config):
+            block.decode_step = FusedBlockStep(block, model)
     return model
 
 
-class FusedGPT2Step:
-    """One new token through one int8 GPT-2 block at batch 1, in one call of the AVX2 kernel
-    (`gpt2_block_step`): the norms, the four int8 layers, the cache write and the attention.
+class FusedBlockStep:
+    """One new token through one int8 block at batch 1, in one call of the AVX2 kernel: GPT-2's
+    kind (`gpt2_block_step`: LayerNorm, GELU, biases) or Llama's (`llama_block_step`: RMSNorm,
+    rotary positions, grouped-query attention, SwiGLU): the norms, the four int8 layers, the
+    cache write and the attention.
 
     The block's own modules would make ~20 framework calls a layer for this, at 1.5-9 us each on
     this CPU: ~3 ms of a GPT-2 small token, as much as reading its weights. Same math, same
@@ -229,26 +231,42 @@ class FusedGPT2Step:
     tests compare it with the modules.
     """
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: Block, model: GPT) -> None:
         attn, mlp = block.attn, block.mlp
-        self.norms = [block.attn_norm.weight, block.attn_norm.bias, block.mlp_norm.weight, block.mlp_norm.bias]
-        self.linears = [t for layer in (attn.qkv, attn.out, mlp.up, mlp.down)
-                        for t in (layer.weight_int8, layer.scale, layer.bias)]
+        self.rotary = model.rotary
+        if self.rotary:
+            self.norms = [block.attn_norm.weight, block.mlp_norm.weight]
+            layers = (attn.qkv, attn.out, mlp.gate_up, mlp.down)
+            self.linears = [t for layer in layers for t in (layer.weight_int8, layer.scale)]
+            self.cos, self.sin = model.rope_cos, model.rope_sin
+        else:
+            self.norms = [block.attn_norm.weight, block.attn_norm.bias, block.mlp_norm.weight, block.mlp_norm.bias]
+            layers = (attn.qkv, attn.out, mlp.up, mlp.down)
+            self.linears = [t for layer in layers for t in (layer.weight_int8, layer.scale, layer.bias)]
         self.layer, self.n_head, self.eps = attn.layer, attn.n_head, block.attn_norm.eps
 
     @staticmethod
     def fits(block: Block, config: ModelConfig) -> bool:
         """GPT-2's kind of block (LayerNorm, learned positions, GELU folded into `up`, biases, as
-        many key/value heads as query heads) with AVX2 int8 layers."""
-        if not (config.norm == "layernorm" and config.position == "learned" and config.mlp == "gelu"
-                and config.bias and config.n_kv_head == config.n_head):
+        many key/value heads as query heads) or Llama's (RMSNorm, rotary positions, SwiGLU, no
+        biases), with AVX2 int8 layers."""
+        gpt2 = (config.norm == "layernorm" and config.position == "learned" and config.mlp == "gelu"
+                and config.bias and config.n_kv_head == config.n_head)
+        llama = config.norm == "rmsnorm" and config.position == "rope" and config.mlp == "swiglu" and not config.bias
+        if not (gpt2 or llama):
             return False
-        layers = (block.attn.qkv, block.attn.out, block.mlp.up, block.mlp.down)
-        return all(isinstance(layer, AVX2Int8Linear) for layer in layers) and block.mlp.up.gelu
+        mlp = (block.mlp.up, block.mlp.down) if gpt2 else (block.mlp.gate_up, block.mlp.down)
+        if not all(isinstance(layer, AVX2Int8Linear) for layer in (block.attn.qkv, block.attn.out, *mlp)):
+            return False
+        return block.mlp.up.gelu if gpt2 else True  # the kernel applies GPT-2's GELU in `up`: folded
 
     def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        return avx2_kernel().gpt2_block_step(x, self.norms, self.linears, cache.keys[self.layer],
-                                             cache.values[self.layer], cache.position, self.n_head, self.eps)
+        keys, values = cache.keys[self.layer], cache.values[self.layer]
+        if self.rotary:
+            return avx2_kernel().llama_block_step(x, self.norms, self.linears, keys, values, self.cos, self.sin,
+                                                  cache.position, self.n_head, self.eps)
+        return avx2_kernel().gpt2_block_step(x, self.norms, self.linears, keys, values, cache.position,
+                                             self.n_head, self.eps)
 
 
 HUGE_PAGE = 2 * 2**20  # bytes: x86-64 Linux's transparent huge page

@@ -9,8 +9,8 @@
 // llama.cpp does). Each weight row is read once for all input rows (in registers for four at a
 // time), so batch 8 reads no more weights than batch 1.
 //
-// `gpt2_block_step` runs a whole GPT-2 block for one new token on these layers (norms, cache
-// write, one query's attention, residuals), so a decoding step makes one call per block instead
+// `gpt2_block_step` and `llama_block_step` run a whole block for one new token on these layers
+// (norms, rotary positions, cache write, one query's attention, residuals), so a decoding step makes one call per block instead
 // of ~20 framework calls, which on this CPU cost as much as reading the weights.
 
 #include <torch/extension.h>
@@ -141,6 +141,28 @@ void int8_row(const float* x, int64_t K, const int8_t* W, const float* SW, const
     int8_rows(xq.data(), abs_xq.data(), &scale, 1, K, W, SW, B, N, y, gelu);
 }
 
+// RMSNorm of one row x (D) into y, with gain w (Llama's norm).
+void rms_norm_row(const float* x, const float* w, int64_t D, float eps, float* y) {
+    double squares = 0.0;
+    for (int64_t i = 0; i < D; ++i) squares += static_cast<double>(x[i]) * x[i];
+    const float inverse = 1.0f / std::sqrt(static_cast<float>(squares / D) + eps);
+    for (int64_t i = 0; i < D; ++i) y[i] = x[i] * inverse * w[i];
+}
+
+// Rotary positions in place on `heads` heads of x (heads, Dh), Llama's "rotate half" layout:
+// each pair (x[i], x[i + Dh/2]) turned by this position's angle (cos, sin: Dh/2 each).
+void rotate_half(float* x, int64_t heads, int64_t Dh, const float* cos, const float* sin) {
+    const int64_t half = Dh / 2;
+    for (int64_t h = 0; h < heads; ++h) {
+        float* a = x + h * Dh;
+        for (int64_t i = 0; i < half; ++i) {
+            const float x1 = a[i], x2 = a[i + half];
+            a[i] = x1 * cos[i] - x2 * sin[i];
+            a[i + half] = x2 * cos[i] + x1 * sin[i];
+        }
+    }
+}
+
 // LayerNorm of one row x (D) into y, with gain w and bias b (GPT-2's norm).
 void layer_norm_row(const float* x, const float* w, const float* b, int64_t D, float eps, float* y) {
     double sum = 0.0, squares = 0.0;
@@ -153,15 +175,16 @@ void layer_norm_row(const float* x, const float* w, const float* b, int64_t D, f
 
 // One query per head over the first `length` cached positions: softmax(q.k / sqrt(Dh)) v.
 // q, y: (H, Dh); keys, values: (H, L, Dh), each head's rows contiguous.
-void one_query_attention(const float* q, const float* keys, const float* values, int64_t H, int64_t L,
+// With K < H key/value heads (grouped-query attention), query head h reads kv head h / (H / K).
+void one_query_attention(const float* q, const float* keys, const float* values, int64_t H, int64_t K, int64_t L,
                          int64_t Dh, int64_t length, float* y) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
     at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
         std::vector<float> p(length);
         for (int64_t h = h0; h < h1; ++h) {
             const float* qh = q + h * Dh;
-            const float* kh = keys + h * L * Dh;
-            const float* vh = values + h * L * Dh;
+            const float* kh = keys + (h / (H / K)) * L * Dh;
+            const float* vh = values + (h / (H / K)) * L * Dh;
             float best = -INFINITY;
             for (int64_t t = 0; t < length; ++t) {
                 float dot = 0.0f;
@@ -183,7 +206,7 @@ void one_query_attention(const float* q, const float* keys, const float* values,
 
 const float* floats(const torch::Tensor& t, int64_t n, const char* what) {
     TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.numel() == n,
-                "gpt2_block_step: ", what, " must be ", n, " contiguous float32 values");
+                "block step: ", what, " must be ", n, " contiguous float32 values");
     return t.data_ptr<float>();
 }
 
@@ -195,9 +218,9 @@ struct Int8Layer {
     int64_t N, K;
     Int8Layer(const torch::Tensor& weight, const torch::Tensor& s, const torch::Tensor& b, int64_t n, int64_t k,
               const char* what)
-        : scale(floats(s, n, what)), bias(floats(b, n, what)), N(n), K(k) {
+        : scale(floats(s, n, what)), bias(b.defined() ? floats(b, n, what) : nullptr), N(n), K(k) {
         TORCH_CHECK(weight.scalar_type() == torch::kInt8 && weight.is_contiguous() && weight.size(0) == n &&
-                    weight.size(1) == k, "gpt2_block_step: ", what, " weight must be int8 (", n, ", ", k, ")");
+                    weight.size(1) == k, "block step: ", what, " weight must be int8 (", n, ", ", k, ")");
         w = weight.data_ptr<int8_t>();
     }
     void apply(const float* x, float* y, bool gelu = false) const { int8_row(x, K, w, scale, bias, N, y, gelu); }
@@ -236,12 +259,66 @@ torch::Tensor gpt2_block_step(const torch::Tensor& x, const std::vector<torch::T
         std::copy_n(projected.data() + D + head * Dh, Dh, K_ + (head * L + position) * Dh);
         std::copy_n(projected.data() + 2 * D + head * Dh, Dh, V_ + (head * L + position) * Dh);
     }
-    one_query_attention(projected.data(), K_, V_, H, L, Dh, position + 1, mixed.data());
+    one_query_attention(projected.data(), K_, V_, H, H, L, Dh, position + 1, mixed.data());
     out.apply(mixed.data(), normed.data());
     for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
 
     layer_norm_row(h, floats(norms[2], D, "ln2 weight"), floats(norms[3], D, "ln2 bias"), D, eps, normed.data());
     up.apply(normed.data(), hidden.data(), /*gelu=*/true);
+    down.apply(hidden.data(), normed.data());
+    for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
+    return result;
+}
+
+// One new token through one Llama block (RMSNorm, rotary positions, grouped-query attention,
+// SwiGLU MLP, no biases) at batch 1, as `gpt2_block_step` does for GPT-2: the same math as
+// glassgpt.model.Block with rope, rmsnorm and swiglu. cos, sin: the model's (context, Dh/2) tables.
+torch::Tensor llama_block_step(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
+                               const std::vector<torch::Tensor>& linears, torch::Tensor keys, torch::Tensor values,
+                               const torch::Tensor& cos, const torch::Tensor& sin, int64_t position, int64_t n_head,
+                               double eps) {
+    TORCH_CHECK(norms.size() == 2 && linears.size() == 8, "llama_block_step: 2 norm and 8 linear tensors");
+    const int64_t D = x.numel(), H = n_head, K = keys.size(1), Dh = keys.size(3), L = keys.size(2);
+    const int64_t F = linears[4].size(0) / 2;
+    TORCH_CHECK(x.scalar_type() == torch::kFloat32 && H % K == 0 && Dh % 2 == 0,
+                "llama_block_step: x float32, query heads a multiple of key/value heads, even head size");
+    TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.is_contiguous() && values.sizes() == keys.sizes() &&
+                values.is_contiguous() && keys.scalar_type() == torch::kFloat32 &&
+                values.scalar_type() == torch::kFloat32,
+                "llama_block_step: the cache must be contiguous float32 (1, K, L, Dh)");
+    TORCH_CHECK(position >= 0 && position < L && position < cos.size(0) && cos.size(1) == Dh / 2 &&
+                cos.is_contiguous() && sin.sizes() == cos.sizes() && sin.is_contiguous() &&
+                cos.scalar_type() == torch::kFloat32 && sin.scalar_type() == torch::kFloat32,
+                "llama_block_step: position ", position, " outside the cache or the rotary tables");
+    const torch::Tensor none;
+    const Int8Layer qkv(linears[0], linears[1], none, (H + 2 * K) * Dh, D, "qkv");
+    const Int8Layer out(linears[2], linears[3], none, D, H * Dh, "out");
+    const Int8Layer gate_up(linears[4], linears[5], none, 2 * F, D, "gate_up");
+    const Int8Layer down(linears[6], linears[7], none, D, F, "down");
+    torch::Tensor result = x.contiguous().clone();
+    float* h = result.data_ptr<float>();
+    std::vector<float> normed(D), projected((H + 2 * K) * Dh), mixed(H * Dh), hidden(2 * F);
+    float* K_ = keys.data_ptr<float>();
+    float* V_ = values.data_ptr<float>();
+
+    rms_norm_row(h, floats(norms[0], D, "attention norm weight"), D, eps, normed.data());
+    qkv.apply(normed.data(), projected.data());  // q (H, Dh), then k (K, Dh), then v (K, Dh)
+    rotate_half(projected.data(), H + K, Dh, cos.data_ptr<float>() + position * (Dh / 2),
+                sin.data_ptr<float>() + position * (Dh / 2));  // queries and keys
+    for (int64_t head = 0; head < K; ++head) {
+        std::copy_n(projected.data() + (H + head) * Dh, Dh, K_ + (head * L + position) * Dh);
+        std::copy_n(projected.data() + (H + K + head) * Dh, Dh, V_ + (head * L + position) * Dh);
+    }
+    one_query_attention(projected.data(), K_, V_, H, K, L, Dh, position + 1, mixed.data());
+    out.apply(mixed.data(), normed.data());
+    for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
+
+    rms_norm_row(h, floats(norms[1], D, "MLP norm weight"), D, eps, normed.data());
+    gate_up.apply(normed.data(), hidden.data());  // gate (F), then up (F)
+    for (int64_t i = 0; i < F; ++i) {
+        const float gate = hidden[i];
+        hidden[i] = gate / (1.0f + std::exp(-gate)) * hidden[F + i];  // silu(gate) * up
+    }
     down.apply(hidden.data(), normed.data());
     for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
     return result;
@@ -289,4 +366,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("gpt2_block_step", &gpt2_block_step, "one token through one int8 GPT-2 block, KV cache written",
           py::arg("x"), py::arg("norms"), py::arg("linears"), py::arg("keys"), py::arg("values"),
           py::arg("position"), py::arg("n_head"), py::arg("eps"));
+    m.def("llama_block_step", &llama_block_step, "one token through one int8 Llama block, KV cache written",
+          py::arg("x"), py::arg("norms"), py::arg("linears"), py::arg("keys"), py::arg("values"), py::arg("cos"),
+          py::arg("sin"), py::arg("position"), py::arg("n_head"), py::arg("eps"));
 }
