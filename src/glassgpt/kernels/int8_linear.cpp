@@ -10,8 +10,9 @@
 // time), so batch 8 reads no more weights than batch 1.
 //
 // `gpt2_block_step` and `llama_block_step` run a whole block for one new token on these layers
-// (norms, rotary positions, cache write, one query's attention, residuals), so a decoding step makes one call per block instead
-// of ~20 framework calls, which on this CPU cost as much as reading the weights.
+// (norms, rotary positions, cache write, one query's attention, residuals), so a decoding step
+// makes one call per block instead of ~20 framework calls, which on this CPU cost as much as
+// reading the weights.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
