@@ -228,7 +228,9 @@ class FusedBlockStep:
     The block's own modules would make ~20 framework calls a layer for this, at 1.5-9 us each on
     this CPU: ~3 ms of a GPT-2 small token, as much as reading its weights. Same math, same
     parameter tensors (`Block.forward` calls this only for one token with room in the cache);
-    tests compare it with the modules.
+    tests compare it with the modules. It holds those tensors themselves, so loading weights into
+    them in place reaches it; replacing them (or moving the model off the CPU, which int8
+    decoding refuses anyway) would not.
     """
 
     def __init__(self, block: Block, model: GPT) -> None:
