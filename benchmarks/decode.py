@@ -219,7 +219,7 @@ def table(rows: list[Row], bandwidth_gbs: float) -> str:
         share = 100 * r.bytes_per_step * steps_per_s / (bandwidth_gbs * 1e9)
         lines.append([r.case, f"{r.params / 1e6:.1f}M", str(r.batch_size), r.implementation, fmt(r.rate.median, 1),
                       fmt_ratio(ratio(r.rate.median, hf_rate[(r.case, r.batch_size)])),
-                      f"{r.bytes_per_step / 1e6:.1f}", fmt(share, 0), r.greedy])
+                      f"{r.bytes_per_step / 1e6:.1f}", fmt(share, 1), r.greedy])
     return "### Decoding (greedy, new tokens/s incl. prefill)\n\n" + markdown_table(
         ["model", "params", "batch", "implementation", "tok/s", "vs transformers", "weight MB/step",
          "% of read bandwidth", "greedy vs glassgpt fp32"], lines)
