@@ -220,10 +220,10 @@ def quantize_for_decoding(model: GPT, method: str | None = None, log: Callable[[
 
 
 class FusedBlockStep:
-    """One new token through one int8 block at batch 1, in one call of the AVX2 kernel: GPT-2's
-    kind (`gpt2_block_step`: LayerNorm, GELU, biases) or Llama's (`llama_block_step`: RMSNorm,
-    rotary positions, grouped-query attention, SwiGLU): the norms, the four int8 layers, the
-    cache write and the attention.
+    """One new token through one int8 block at batch 1, in one call of the AVX2 kernel
+    (`block_step`), for GPT-2's kind of block (LayerNorm, GELU, biases) or Llama's (RMSNorm, rotary
+    positions, grouped-query attention, SwiGLU): the norms, the four int8 layers, the cache write
+    and the attention.
 
     The block's own modules would make ~20 framework calls a layer for this, at 1.5-9 us each on
     this CPU: ~3 ms of a GPT-2 small token, as much as reading its weights. Same math, same
@@ -235,13 +235,13 @@ class FusedBlockStep:
 
     def __init__(self, block: Block, model: GPT) -> None:
         attn, mlp = block.attn, block.mlp
-        self.rotary = model.rotary
-        if self.rotary:
+        if model.rotary:
             self.norms = [block.attn_norm.weight, block.mlp_norm.weight]
             layers = (attn.qkv, attn.out, mlp.gate_up, mlp.down)
             self.linears = [t for layer in layers for t in (layer.weight_int8, layer.scale)]
-            self.cos, self.sin = model.rope_cos, model.rope_sin
+            self.cos, self.sin = model.rope_cos, model.rope_sin  # tables tell the kernel: Llama's kind
         else:
+            self.cos = self.sin = None
             self.norms = [block.attn_norm.weight, block.attn_norm.bias, block.mlp_norm.weight, block.mlp_norm.bias]
             layers = (attn.qkv, attn.out, mlp.up, mlp.down)
             self.linears = [t for layer in layers for t in (layer.weight_int8, layer.scale, layer.bias)]
@@ -263,12 +263,8 @@ class FusedBlockStep:
         return block.mlp.up.gelu if gpt2 else True  # the kernel applies GPT-2's GELU in `up`: folded
 
     def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        keys, values = cache.keys[self.layer], cache.values[self.layer]
-        if self.rotary:
-            return avx2_kernel().llama_block_step(x, self.norms, self.linears, keys, values, self.cos, self.sin,
-                                                  cache.position, self.n_head, self.eps)
-        return avx2_kernel().gpt2_block_step(x, self.norms, self.linears, keys, values, cache.position,
-                                             self.n_head, self.eps)
+        return avx2_kernel().block_step(x, self.norms, self.linears, cache.keys[self.layer], cache.values[self.layer],
+                                        self.cos, self.sin, cache.position, self.n_head, self.eps)
 
 
 HUGE_PAGE = 2 * 2**20  # bytes: x86-64 Linux's transparent huge page

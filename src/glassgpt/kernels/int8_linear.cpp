@@ -9,7 +9,7 @@
 // llama.cpp does). Each weight row is read once for all input rows (in registers for four at a
 // time), so batch 8 reads no more weights than batch 1.
 //
-// `gpt2_block_step` and `llama_block_step` run a whole block for one new token on these layers
+// `block_step` runs a whole GPT-2 or Llama block for one new token on these layers
 // (norms, rotary positions, cache write, one query's attention, residuals), so a decoding step
 // makes one call per block instead of ~20 framework calls, which on this CPU cost as much as
 // reading the weights.
@@ -229,83 +229,67 @@ struct Int8Layer {
 
 }  // namespace
 
-// One new token through one GPT-2 block (LayerNorm, multi-head attention, GELU MLP, biases) at
-// batch 1, all in C++: x + attn(ln1(x)), then + mlp(ln2(x)); this position's key and value are
-// written to the cache at `position`. The same math as glassgpt.model.Block with int8 linears,
-// without the ~20 framework calls per layer that cost a decoding step as much as its weights.
-torch::Tensor gpt2_block_step(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
-                              const std::vector<torch::Tensor>& linears, torch::Tensor keys, torch::Tensor values,
-                              int64_t position, int64_t n_head, double eps) {
-    TORCH_CHECK(norms.size() == 4 && linears.size() == 12, "gpt2_block_step: 4 norm and 12 linear tensors");
-    const int64_t D = x.numel(), H = n_head, Dh = D / H, L = keys.size(2), F = linears[6].size(0);
-    TORCH_CHECK(x.scalar_type() == torch::kFloat32 && D % H == 0, "gpt2_block_step: x must be float32 (D)");
-    TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.size(1) == H && keys.size(3) == Dh &&
-                keys.is_contiguous() && values.sizes() == keys.sizes() && values.is_contiguous() &&
-                keys.scalar_type() == torch::kFloat32 && values.scalar_type() == torch::kFloat32,
-                "gpt2_block_step: the cache must be contiguous float32 (1, H, L, Dh)");
-    TORCH_CHECK(position >= 0 && position < L, "gpt2_block_step: position ", position, " outside the cache");
-    const Int8Layer qkv(linears[0], linears[1], linears[2], 3 * D, D, "qkv");
-    const Int8Layer out(linears[3], linears[4], linears[5], D, D, "out");
-    const Int8Layer up(linears[6], linears[7], linears[8], F, D, "up");
-    const Int8Layer down(linears[9], linears[10], linears[11], D, F, "down");
-    torch::Tensor result = x.contiguous().clone();
-    float* h = result.data_ptr<float>();
-    std::vector<float> normed(D), projected(3 * D), mixed(D), hidden(F);
-    float* K_ = keys.data_ptr<float>();
-    float* V_ = values.data_ptr<float>();
-
-    layer_norm_row(h, floats(norms[0], D, "ln1 weight"), floats(norms[1], D, "ln1 bias"), D, eps, normed.data());
-    qkv.apply(normed.data(), projected.data());  // q (H, Dh), then k, then v
-    for (int64_t head = 0; head < H; ++head) {
-        std::copy_n(projected.data() + D + head * Dh, Dh, K_ + (head * L + position) * Dh);
-        std::copy_n(projected.data() + 2 * D + head * Dh, Dh, V_ + (head * L + position) * Dh);
-    }
-    one_query_attention(projected.data(), K_, V_, H, H, L, Dh, position + 1, mixed.data());
-    out.apply(mixed.data(), normed.data());
-    for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
-
-    layer_norm_row(h, floats(norms[2], D, "ln2 weight"), floats(norms[3], D, "ln2 bias"), D, eps, normed.data());
-    up.apply(normed.data(), hidden.data(), /*gelu=*/true);
-    down.apply(hidden.data(), normed.data());
-    for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
-    return result;
-}
-
-// One new token through one Llama block (RMSNorm, rotary positions, grouped-query attention,
-// SwiGLU MLP, no biases) at batch 1, as `gpt2_block_step` does for GPT-2: the same math as
-// glassgpt.model.Block with rope, rmsnorm and swiglu. cos, sin: the model's (context, Dh/2) tables.
-torch::Tensor llama_block_step(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
-                               const std::vector<torch::Tensor>& linears, torch::Tensor keys, torch::Tensor values,
-                               const torch::Tensor& cos, const torch::Tensor& sin, int64_t position, int64_t n_head,
-                               double eps) {
-    TORCH_CHECK(norms.size() == 2 && linears.size() == 8, "llama_block_step: 2 norm and 8 linear tensors");
-    const int64_t D = x.numel(), H = n_head, K = keys.size(1), Dh = keys.size(3), L = keys.size(2);
-    const int64_t F = linears[4].size(0) / 2;
-    TORCH_CHECK(x.scalar_type() == torch::kFloat32 && H % K == 0 && Dh % 2 == 0,
-                "llama_block_step: x float32, query heads a multiple of key/value heads, even head size");
+// One new token through one block at batch 1, all in C++: x + attn(norm1(x)), then
+// + mlp(norm2(x)); this position's key and value are written to the cache at `position`. The same
+// math as glassgpt.model.Block with int8 linears, without the ~20 framework calls per layer that
+// cost a decoding step as much as its weights. Two kinds of block, told apart by `cos`/`sin`:
+// - GPT-2's (no tables): LayerNorm (norms: ln1 w, b, ln2 w, b), biases (linears: weight, scale,
+//   bias for qkv, out, up, down), GELU MLP;
+// - Llama's (the model's (context, Dh/2) rotary tables): RMSNorm (norms: two weights), rotary
+//   positions, no biases (linears: weight, scale for qkv, out, gate_up, down), SwiGLU MLP.
+// Both: K <= H key/value heads (grouped-query attention), cache (1, K, L, Dh).
+torch::Tensor block_step(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
+                         const std::vector<torch::Tensor>& linears, torch::Tensor keys, torch::Tensor values,
+                         const c10::optional<torch::Tensor>& cos, const c10::optional<torch::Tensor>& sin,
+                         int64_t position, int64_t n_head, double eps) {
+    const bool llama = cos.has_value();
+    const size_t per_layer = llama ? 2 : 3;  // weight, scale (, bias)
+    TORCH_CHECK(norms.size() == (llama ? 2u : 4u) && linears.size() == 4 * per_layer,
+                "block_step: ", llama ? "2 norm and 8" : "4 norm and 12", " linear tensors");
+    const int64_t D = x.numel(), H = n_head, K = keys.size(1), L = keys.size(2), Dh = keys.size(3);
+    TORCH_CHECK(x.scalar_type() == torch::kFloat32 && K >= 1 && H % K == 0,
+                "block_step: x must be float32, query heads a multiple of key/value heads");
     TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.is_contiguous() && values.sizes() == keys.sizes() &&
                 values.is_contiguous() && keys.scalar_type() == torch::kFloat32 &&
                 values.scalar_type() == torch::kFloat32,
-                "llama_block_step: the cache must be contiguous float32 (1, K, L, Dh)");
-    TORCH_CHECK(position >= 0 && position < L && position < cos.size(0) && cos.size(1) == Dh / 2 &&
-                cos.is_contiguous() && sin.sizes() == cos.sizes() && sin.is_contiguous() &&
-                cos.scalar_type() == torch::kFloat32 && sin.scalar_type() == torch::kFloat32,
-                "llama_block_step: position ", position, " outside the cache or the rotary tables");
+                "block_step: the cache must be contiguous float32 (1, K, L, Dh)");
+    TORCH_CHECK(position >= 0 && position < L, "block_step: position ", position, " outside the cache");
+    if (llama) {
+        TORCH_CHECK(sin.has_value() && Dh % 2 == 0 && position < cos->size(0) && cos->size(1) == Dh / 2 &&
+                    cos->is_contiguous() && sin->sizes() == cos->sizes() && sin->is_contiguous() &&
+                    cos->scalar_type() == torch::kFloat32 && sin->scalar_type() == torch::kFloat32,
+                    "block_step: rotary tables must be float32 (context, Dh/2) covering position ", position);
+    }
     const torch::Tensor none;
-    const Int8Layer qkv(linears[0], linears[1], none, (H + 2 * K) * Dh, D, "qkv");
-    const Int8Layer out(linears[2], linears[3], none, D, H * Dh, "out");
-    const Int8Layer gate_up(linears[4], linears[5], none, 2 * F, D, "gate_up");
-    const Int8Layer down(linears[6], linears[7], none, D, F, "down");
+    auto layer = [&](size_t i, int64_t n, int64_t k, const char* what) {
+        const size_t at = i * per_layer;
+        return Int8Layer(linears[at], linears[at + 1], llama ? none : linears[at + 2], n, k, what);
+    };
+    const int64_t up_rows = linears[2 * per_layer].size(0), F = llama ? up_rows / 2 : up_rows;
+    const Int8Layer qkv = layer(0, (H + 2 * K) * Dh, D, "qkv");
+    const Int8Layer out = layer(1, D, H * Dh, "out");
+    const Int8Layer up = layer(2, up_rows, D, llama ? "gate_up" : "up");
+    const Int8Layer down = layer(3, D, F, "down");
+    auto norm = [&](int which, const float* in, float* result) {
+        if (llama) {
+            rms_norm_row(in, floats(norms[which], D, "norm weight"), D, eps, result);
+        } else {
+            layer_norm_row(in, floats(norms[2 * which], D, "norm weight"), floats(norms[2 * which + 1], D, "norm bias"),
+                           D, eps, result);
+        }
+    };
     torch::Tensor result = x.contiguous().clone();
     float* h = result.data_ptr<float>();
-    std::vector<float> normed(D), projected((H + 2 * K) * Dh), mixed(H * Dh), hidden(2 * F);
+    std::vector<float> normed(D), projected((H + 2 * K) * Dh), mixed(H * Dh), hidden(up_rows);
     float* K_ = keys.data_ptr<float>();
     float* V_ = values.data_ptr<float>();
 
-    rms_norm_row(h, floats(norms[0], D, "attention norm weight"), D, eps, normed.data());
+    norm(0, h, normed.data());
     qkv.apply(normed.data(), projected.data());  // q (H, Dh), then k (K, Dh), then v (K, Dh)
-    rotate_half(projected.data(), H + K, Dh, cos.data_ptr<float>() + position * (Dh / 2),
-                sin.data_ptr<float>() + position * (Dh / 2));  // queries and keys
+    if (llama) {  // queries and keys
+        rotate_half(projected.data(), H + K, Dh, cos->data_ptr<float>() + position * (Dh / 2),
+                    sin->data_ptr<float>() + position * (Dh / 2));
+    }
     for (int64_t head = 0; head < K; ++head) {
         std::copy_n(projected.data() + (H + head) * Dh, Dh, K_ + (head * L + position) * Dh);
         std::copy_n(projected.data() + (H + K + head) * Dh, Dh, V_ + (head * L + position) * Dh);
@@ -314,11 +298,13 @@ torch::Tensor llama_block_step(const torch::Tensor& x, const std::vector<torch::
     out.apply(mixed.data(), normed.data());
     for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
 
-    rms_norm_row(h, floats(norms[1], D, "MLP norm weight"), D, eps, normed.data());
-    gate_up.apply(normed.data(), hidden.data());  // gate (F), then up (F)
-    for (int64_t i = 0; i < F; ++i) {
-        const float gate = hidden[i];
-        hidden[i] = gate / (1.0f + std::exp(-gate)) * hidden[F + i];  // silu(gate) * up
+    norm(1, h, normed.data());
+    up.apply(normed.data(), hidden.data(), /*gelu=*/!llama);  // GPT-2: gelu(up); Llama: gate (F), then up (F)
+    if (llama) {
+        for (int64_t i = 0; i < F; ++i) {
+            const float gate = hidden[i];
+            hidden[i] = gate / (1.0f + std::exp(-gate)) * hidden[F + i];  // silu(gate) * up
+        }
     }
     down.apply(hidden.data(), normed.data());
     for (int64_t i = 0; i < D; ++i) h[i] += normed[i];
@@ -364,10 +350,7 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("int8_linear", &int8_linear, "int8 x int8 linear layer (AVX2), per-row scales, optionally GELU",
           py::arg("x"), py::arg("weight"), py::arg("weight_scale"), py::arg("bias"), py::arg("gelu") = false);
-    m.def("gpt2_block_step", &gpt2_block_step, "one token through one int8 GPT-2 block, KV cache written",
-          py::arg("x"), py::arg("norms"), py::arg("linears"), py::arg("keys"), py::arg("values"),
-          py::arg("position"), py::arg("n_head"), py::arg("eps"));
-    m.def("llama_block_step", &llama_block_step, "one token through one int8 Llama block, KV cache written",
+    m.def("block_step", &block_step, "one token through one int8 GPT-2 or Llama block, KV cache written",
           py::arg("x"), py::arg("norms"), py::arg("linears"), py::arg("keys"), py::arg("values"), py::arg("cos"),
           py::arg("sin"), py::arg("position"), py::arg("n_head"), py::arg("eps"));
 }
