@@ -242,3 +242,23 @@ def test_a_block_decodes_one_token_in_one_kernel_call_as_its_modules_do(style: s
                 net.tokens.append(int(logits.argmax()))
                 logits = net(torch.tensor([net.tokens[-1:]]), kv_cache=cache).logits[:, -1]
     assert model.tokens == modules.tokens
+
+
+@needs_avx2
+def test_the_block_kernel_refuses_bad_tensors_with_an_error_not_a_crash():
+    """Every tensor is checked before the kernel's parallel region (a throw inside one would end
+    the process)."""
+    from glassgpt.model import GPT, KVCache
+
+    model = quantize_for_decoding(GPT(LLAMA_STYLE).eval(), "avx2")
+    step, cache = model.blocks[0].decode_step, KVCache(LLAMA_STYLE, 1, 16)
+    x = torch.randn(1, 1, LLAMA_STYLE.d_model)
+    kernel = avx2_kernel()
+    arguments = dict(x=x, norms=step.norms, linears=step.linears, keys=cache.keys[0], values=cache.values[0],
+                     cos=step.cos, sin=step.sin, position=3, n_head=step.n_head, eps=step.eps)
+    assert kernel.block_step(**arguments).shape == x.shape
+    for change, message in ((dict(norms=[step.norms[0][:-1], step.norms[1]]), "norm weight"),
+                            (dict(position=16), "outside the cache"),
+                            (dict(linears=[step.linears[0].float(), *step.linears[1:]]), "qkv weight must be int8")):
+        with pytest.raises(RuntimeError, match=message):
+            kernel.block_step(**arguments | change)
