@@ -87,14 +87,22 @@ class MachineInfo:
 
 
 def cpu_name() -> str:
+    """The CPU's model name and the vector instructions PyTorch uses on it, e.g. "AMD EPYC (AVX512)".
+
+    Virtual machines often report only a family name, and machines of one name differ (an AVX2
+    EPYC emulates bf16 at ~1 GFLOP/s, an AVX-512 one runs it natively): the capability tells
+    such tables apart.
+    """
+    name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def matmul_gflops(n: int, dtype: torch.dtype, min_seconds: float, max_calls: int = 50) -> float:
