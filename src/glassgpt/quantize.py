@@ -7,7 +7,7 @@ do this (`METHODS`):
   "avx2"         glassgpt's own (`kernels/int8_linear.cpp`, x86 CPUs with AVX2): int8 weights per
                  output row, each input row rounded to int8 with its own scale, and a loop built
                  to stream the weights at memory speed for 1-3 rows (decoding; more rows go to
-                 fbgemm, see `AVX2Int8Linear`). PyTorch compiles it on first use (~30-60 s,
+                 fbgemm, see `AVX2Int8Linear`). PyTorch compiles it on first use (~15-30 s,
                  needs a C++ compiler and ninja) and keeps the build for later runs.
   "dynamic"      `torch.ao.quantization.quantize_dynamic` (fbgemm/x86): weights int8 per output
                  channel, and each call also rounds its input activations to int8 (one scale per
@@ -92,7 +92,7 @@ def _kernel_needs_compiling() -> bool:
 def best_method(log: Callable[[str], None] | None = None) -> str:
     """"avx2" where it runs (building it on first use; `log` hears about the wait), else "dynamic"."""
     if log is not None and _build_kernel.cache_info().currsize == 0 and _kernel_needs_compiling():
-        log("int8: compiling glassgpt's AVX2 kernel (once; 30-60 s)")
+        log("int8: compiling glassgpt's AVX2 kernel (once; 15-30 s)")
     reason = _build_kernel()
     if isinstance(reason, str):
         if log is not None:

@@ -16,7 +16,11 @@
 // meet at barriers between steps, where starting a region (`at::parallel_for`) per layer and for
 // the attention made GPT-2 small's decoding ~10% slower (and the demo model's ~13%).
 
-#include <torch/extension.h>
+// The few headers this file needs, not <torch/extension.h> (all of PyTorch's C++ API): the first
+// `--quantize int8` run compiles this file, 14 s instead of 27 s here.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
@@ -218,8 +222,8 @@ void attend(const float* q, const float* keys, const float* values, int64_t H, i
     }
 }
 
-const float* floats(const torch::Tensor& t, int64_t n, const char* what) {
-    TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.numel() == n,
+const float* floats(const at::Tensor& t, int64_t n, const char* what) {
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == n,
                 "block step: ", what, " must be ", n, " contiguous float32 values");
     return t.data_ptr<float>();
 }
@@ -230,10 +234,10 @@ struct Int8Layer {
     const float* scale;
     const float* bias;
     int64_t N, K;
-    Int8Layer(const torch::Tensor& weight, const torch::Tensor& s, const torch::Tensor& b, int64_t n, int64_t k,
+    Int8Layer(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& b, int64_t n, int64_t k,
               const char* what)
         : scale(floats(s, n, what)), bias(b.defined() ? floats(b, n, what) : nullptr), N(n), K(k) {
-        TORCH_CHECK(weight.scalar_type() == torch::kInt8 && weight.is_contiguous() && weight.size(0) == n &&
+        TORCH_CHECK(weight.scalar_type() == at::kChar && weight.is_contiguous() && weight.size(0) == n &&
                     weight.size(1) == k, "block step: ", what, " weight must be int8 (", n, ", ", k, ")");
         w = weight.data_ptr<int8_t>();
     }
@@ -250,29 +254,29 @@ struct Int8Layer {
 // - Llama's (the model's (context, Dh/2) rotary tables): RMSNorm (norms: two weights), rotary
 //   positions, no biases (linears: weight, scale for qkv, out, gate_up, down), SwiGLU MLP.
 // Both: K <= H key/value heads (grouped-query attention), cache (1, K, L, Dh).
-torch::Tensor block_step(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
-                         const std::vector<torch::Tensor>& linears, torch::Tensor keys, torch::Tensor values,
-                         const c10::optional<torch::Tensor>& cos, const c10::optional<torch::Tensor>& sin,
+at::Tensor block_step(const at::Tensor& x, const std::vector<at::Tensor>& norms,
+                         const std::vector<at::Tensor>& linears, at::Tensor keys, at::Tensor values,
+                         const c10::optional<at::Tensor>& cos, const c10::optional<at::Tensor>& sin,
                          int64_t position, int64_t n_head, double eps) {
     const bool llama = cos.has_value();
     const size_t per_layer = llama ? 2 : 3;  // weight, scale (, bias)
     TORCH_CHECK(norms.size() == (llama ? 2u : 4u) && linears.size() == 4 * per_layer,
                 "block_step: ", llama ? "2 norm and 8" : "4 norm and 12", " linear tensors");
     const int64_t D = x.numel(), H = n_head, K = keys.size(1), L = keys.size(2), Dh = keys.size(3);
-    TORCH_CHECK(x.scalar_type() == torch::kFloat32 && K >= 1 && H % K == 0,
+    TORCH_CHECK(x.scalar_type() == at::kFloat && K >= 1 && H % K == 0,
                 "block_step: x must be float32, query heads a multiple of key/value heads");
     TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.is_contiguous() && values.sizes() == keys.sizes() &&
-                values.is_contiguous() && keys.scalar_type() == torch::kFloat32 &&
-                values.scalar_type() == torch::kFloat32,
+                values.is_contiguous() && keys.scalar_type() == at::kFloat &&
+                values.scalar_type() == at::kFloat,
                 "block_step: the cache must be contiguous float32 (1, K, L, Dh)");
     TORCH_CHECK(position >= 0 && position < L, "block_step: position ", position, " outside the cache");
     if (llama) {
         TORCH_CHECK(sin.has_value() && Dh % 2 == 0 && position < cos->size(0) && cos->size(1) == Dh / 2 &&
                     cos->is_contiguous() && sin->sizes() == cos->sizes() && sin->is_contiguous() &&
-                    cos->scalar_type() == torch::kFloat32 && sin->scalar_type() == torch::kFloat32,
+                    cos->scalar_type() == at::kFloat && sin->scalar_type() == at::kFloat,
                     "block_step: rotary tables must be float32 (context, Dh/2) covering position ", position);
     }
-    const torch::Tensor none;
+    const at::Tensor none;
     auto layer = [&](size_t i, int64_t n, int64_t k, const char* what) {
         const size_t at = i * per_layer;
         return Int8Layer(linears[at], linears[at + 1], llama ? none : linears[at + 2], n, k, what);
@@ -285,7 +289,7 @@ torch::Tensor block_step(const torch::Tensor& x, const std::vector<torch::Tensor
     // Every tensor is checked here, before the parallel region (an error thrown inside one would
     // end the process): norm gains (and LayerNorm's biases) as plain pointers.
     std::vector<const float*> gains;
-    for (const torch::Tensor& t : norms) gains.push_back(floats(t, D, "norm weight"));
+    for (const at::Tensor& t : norms) gains.push_back(floats(t, D, "norm weight"));
     auto norm = [&](int which, const float* in, float* result) {
         if (llama) {
             rms_norm_row(in, gains[which], D, eps, result);
@@ -293,7 +297,7 @@ torch::Tensor block_step(const torch::Tensor& x, const std::vector<torch::Tensor
             layer_norm_row(in, gains[2 * which], gains[2 * which + 1], D, eps, result);
         }
     };
-    torch::Tensor result = x.contiguous().clone();
+    at::Tensor result = x.contiguous().clone();
     float* h = result.data_ptr<float>();
     const int64_t widest = std::max({D, H * Dh, F});
     std::vector<float> normed(D), projected((H + 2 * K) * Dh), mixed(H * Dh), hidden(up_rows);
@@ -368,30 +372,30 @@ torch::Tensor block_step(const torch::Tensor& x, const std::vector<torch::Tensor
 
 // `gelu`: apply GPT-2's GELU to the result (each thread to its own outputs, still in its cache),
 // which saves the MLP a separate pass over its hidden activations.
-torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& weight_scale,
-                          const c10::optional<torch::Tensor>& bias, bool gelu) {
-    TORCH_CHECK(x.scalar_type() == torch::kFloat32, "int8_linear: input must be float32");
-    TORCH_CHECK(weight.scalar_type() == torch::kInt8 && weight.dim() == 2 && weight.is_contiguous(),
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
+                          const c10::optional<at::Tensor>& bias, bool gelu) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat, "int8_linear: input must be float32");
+    TORCH_CHECK(weight.scalar_type() == at::kChar && weight.dim() == 2 && weight.is_contiguous(),
                 "int8_linear: weight must be a contiguous 2-D int8 tensor");
     const int64_t N = weight.size(0), K = weight.size(1);
     TORCH_CHECK(x.size(-1) == K, "int8_linear: input has ", x.size(-1), " features, the weight ", K);
-    TORCH_CHECK(weight_scale.scalar_type() == torch::kFloat32 && weight_scale.numel() == N &&
+    TORCH_CHECK(weight_scale.scalar_type() == at::kFloat && weight_scale.numel() == N &&
                 weight_scale.is_contiguous(), "int8_linear: one float32 scale per output row");
-    const torch::Tensor rows = x.reshape({-1, K}).contiguous();
+    const at::Tensor rows = x.reshape({-1, K}).contiguous();
     const int64_t M = rows.size(0);
     std::vector<int8_t> xq(M * K), abs_xq(M * K);
     std::vector<float> x_scale(M);
     for (int64_t m = 0; m < M; ++m) {
         x_scale[m] = quantize_row(rows.data_ptr<float>() + m * K, xq.data() + m * K, abs_xq.data() + m * K, K);
     }
-    torch::Tensor y = torch::empty({M, N}, x.options());
+    at::Tensor y = at::empty({M, N}, x.options());
     const int8_t* W = weight.data_ptr<int8_t>();
     const int8_t* X = xq.data();
     const int8_t* AX = abs_xq.data();
     const float* SW = weight_scale.data_ptr<float>();
     const float* B = nullptr;
     if (bias.has_value()) {
-        TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->numel() == N && bias->is_contiguous(),
+        TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == N && bias->is_contiguous(),
                     "int8_linear: bias must be float32 with one value per output row");
         B = bias->data_ptr<float>();
     }
