@@ -172,3 +172,15 @@ def test_long_generation_benchmark_rolls_at_one_position_per_token(tiny_run: Pat
     assert float(rows["rolling cache"][2]) < 1.2 < 2 < float(rows["sliding window"][2])
     assert all(float(cells[3]) > 0 for cells in rows.values())
     assert "check ok" in out
+
+
+def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
+    bench_shapes = importlib.import_module("benchmarks.bench_shapes")
+    shapes = bench_shapes.shapes(quick=False)
+    assert all(c.num_parameters() < 14e6 for c in shapes.values())  # all about the small preset's size
+    wide = shapes["4 x 384, 6 heads"]
+    assert (wide.d_model, wide.mlp_hidden) == (384, 1024)  # 8/3 x 384, not the preset's 896
+    assert bench_shapes.main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| base") or line.startswith("| wider")]
+    assert len(rows) == 2 and all("%" in row for row in rows)

@@ -144,3 +144,15 @@ def test_unusable_output_paths_are_one_line_errors(tiny_run: Path, tmp_path: Pat
     assert_one_line_error(code, err, "File exists")
     code, _, err = run_cli(capsys, "export-hf", "--model", str(tiny_run), "--out", str(a_file / "sub"))
     assert_one_line_error(code, err, str(a_file))
+
+
+def test_train_options_set_the_model_shape():
+    from glassgpt.cli import build_parser
+    from glassgpt.commands.train_cmd import build_config
+
+    def config(*options: str):
+        return build_config(build_parser().parse_args(["train", "--preset", "small", *options])).model
+
+    assert config("--d-model", "256", "--heads", "4").mlp_hidden == 704  # the default width for the new d_model
+    assert config("--d-model", "256", "--heads", "4", "--mlp-hidden", "896").mlp_hidden == 896
+    assert (config("--layers", "4", "--heads", "6", "--d-model", "384").n_kv_head, config().mlp_hidden) == (6, 896)

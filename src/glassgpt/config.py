@@ -41,7 +41,7 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int = 0  # 0 = n_head; fewer than n_head means grouped-query attention
     d_model: int = 256
-    mlp_hidden: int = 0  # 0 = about 8/3 * d_model rounded up to a multiple of 64 (SwiGLU), 4 * d_model (GELU)
+    mlp_hidden: int = 0  # 0 = the default width, `default_mlp_hidden`
     rope_theta: float = 10000.0
     # Llama 3.1's RoPE scaling ("llama3"), only for imported models: rotations slower than the
     # original context are slowed down by `rope_scaling_factor`, faster ones kept, a smooth blend
@@ -84,9 +84,12 @@ class ModelConfig:
                      f"rope_original_context must be >= 1, got {self.rope_original_context}")
         _require(self.mlp_hidden >= 0, f"mlp_hidden must be >= 0, got {self.mlp_hidden}")
         if self.mlp_hidden == 0:
-            # SwiGLU's three matrices at 8/3 x cost what GELU's two at 4x do.
-            hidden = 4 * self.d_model if self.mlp == "gelu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
-            object.__setattr__(self, "mlp_hidden", hidden)
+            object.__setattr__(self, "mlp_hidden", self.default_mlp_hidden())
+
+    def default_mlp_hidden(self) -> int:
+        """The MLP width `mlp_hidden = 0` stands for: 4 x d_model for GELU; for SwiGLU, whose three
+        matrices at 8/3 x cost what GELU's two at 4x do, 8/3 x d_model rounded up to a multiple of 64."""
+        return 4 * self.d_model if self.mlp == "gelu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
 
     @property
     def is_llama(self) -> bool:
@@ -316,9 +319,14 @@ class RunConfig:
         - a GPT-2 tokenizer has GPT-2's vocabulary size, and the model's vocabulary follows the
           tokenizer's;
         - changing the number of heads alone keeps plain multi-head attention (kv heads = heads);
+        - an MLP at its default width (`ModelConfig.default_mlp_hidden`) stays at the default width
+          when d_model or the MLP kind changes, unless `mlp_hidden` is given too;
         - the training budget: see `TrainConfig.with_budget`.
         """
         model, tokenizer, train = dict(model or {}), dict(tokenizer or {}), dict(train or {})
+        if ({"d_model", "mlp"} & model.keys() and "mlp_hidden" not in model
+                and self.model.mlp_hidden == self.model.default_mlp_hidden()):
+            model["mlp_hidden"] = 0  # derived again from the new fields
         if tokenizer.get("kind") == "gpt2":
             tokenizer["vocab_size"] = GPT2_VOCAB_SIZE
         new_tokenizer = dataclasses.replace(self.tokenizer, **tokenizer)

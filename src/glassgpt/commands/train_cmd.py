@@ -20,7 +20,7 @@ from glassgpt.train.pretrain import pretrain
 
 # CLI flag -> (config section, field). Flags default to None so only explicit ones override.
 MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_head",
-               "kv_heads": "n_kv_head", "d_model": "d_model"}
+               "kv_heads": "n_kv_head", "d_model": "d_model", "mlp_hidden": "mlp_hidden"}
 TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
                "optimizer": "optimizer", "muon_lr": "muon_lr", "schedule": "schedule",
@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--heads", type=positive_int)
     g.add_argument("--kv-heads", type=positive_int, help="fewer than --heads = grouped-query attention")
     g.add_argument("--d-model", type=positive_int, help="embedding width")
+    g.add_argument("--mlp-hidden", type=positive_int, metavar="N",
+                   help="MLP width (default: 8/3 x d_model rounded up to a multiple of 64 for SwiGLU, 4 x for GELU)")
     g.add_argument("--untied", action="store_true", help="separate input and output embeddings")
     add_training_options(p)
     g = p.add_argument_group("repeated windows (pretraining only)")

@@ -1,0 +1,108 @@
+"""Which shape of a ~10M-parameter model trains fastest on this CPU, and at what MFU?
+
+The `small` preset (6 layers, d_model 320, 5 heads of 64, context 256) against other shapes of
+about as many parameters, each a full training step as the trainer makes it: forward with the
+loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
+random tokens). Steps of all shapes are interleaved (`benchmarks.common.interleaved`, the order
+alternating), and the fp32 matmul peak (the trainer's reference, `glassgpt.runtime.matmul_flops`)
+is measured between rounds too: on a shared machine the peak moves as much as the steps do
+(139-186 GFLOP/s in one afternoon here), so MFU is the median step rate against the median peak.
+
+    python benchmarks/bench_shapes.py [--repeats 3] [--quick]
+
+This measures speed only. Whether a faster shape also learns as much per minute takes training
+runs of the preset's length (hours for `small`), which `glassgpt train --preset small --layers N
+--d-model D --heads H --kv-heads H --time-budget M` makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import cpu_name, fmt, interleaved, markdown_table, matmul_gflops  # noqa: E402
+from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
+from glassgpt.model import GPT  # noqa: E402
+
+TOKENS_PER_STEP = 32 * 256
+
+
+def shapes(quick: bool) -> dict[str, ModelConfig]:
+    base = PRESETS["small"].model
+
+    def shape(layers: int, width: int, heads: int, context: int = 256, **more) -> ModelConfig:
+        """The preset with this shape, its MLP at the default width for `width` (mlp_hidden 0)."""
+        return dataclasses.replace(base, n_layer=layers, d_model=width, n_head=heads, n_kv_head=heads,
+                                   context_length=context, mlp_hidden=0, **more)
+
+    if quick:  # seconds: the same code on tiny models
+        return {"base": shape(6, 64, 2, 64, vocab_size=512), "wider": shape(4, 96, 3, 64, vocab_size=512)}
+
+    return {
+        "small (6 x 320, 5 heads)": base,
+        "4 x 384, 6 heads": shape(4, 384, 6),
+        "4 x 384, 3 heads of 128": shape(4, 384, 3),
+        "3 x 448, 7 heads": shape(3, 448, 7),
+        "4 x 384, 6 heads, context 128": shape(4, 384, 6, 128),
+    }
+
+
+def step_runner(config: ModelConfig) -> Callable[[], float]:
+    """A function that makes two training steps and returns their tokens/s."""
+    torch.manual_seed(0)
+    model = GPT(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    rows = max(1, TOKENS_PER_STEP // config.context_length)
+    ids = torch.randint(0, config.vocab_size, (rows, config.context_length))
+    targets = torch.randint(0, config.vocab_size, (rows, config.context_length))
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(2):
+            model(ids, targets).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return 2 * ids.numel() / (time.perf_counter() - start)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of steps (default 3; 2 steps per round)")
+    parser.add_argument("--quick", action="store_true", help="tiny models, one round (seconds; for tests)")
+    args = parser.parse_args(argv)
+    configs = shapes(args.quick)
+    runners = {name: step_runner(config) for name, config in configs.items()}
+    for run in runners.values():  # warm up: allocator, thread pool, first-step work
+        run()
+    size, seconds = (512, 0.1) if args.quick else (1024, 0.5)
+    runners["peak"] = lambda: matmul_gflops(size, torch.float32, seconds) * 1e9  # FLOP/s, between the steps
+    rates = interleaved(runners, 1 if args.quick else args.repeats)
+    peak = rates.pop("peak")
+    base = next(iter(rates.values())).median
+    lines = []
+    for name, rate in rates.items():
+        config = configs[name]
+        flops = rate.median * config.flops_per_token()
+        lines.append([name, f"{config.num_parameters() / 1e6:.1f}M", fmt(rate.median), f"{rate.median / base:.2f}x",
+                      fmt(flops / 1e9), f"{flops / peak.median:.0%}", f"{rate.spread:.0%}"])
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32; matmul peak median {peak.median / 1e9:.0f} GFLOP/s "
+          f"(range {min(peak.samples) / 1e9:.0f}-{max(peak.samples) / 1e9:.0f})\n")
+    print(markdown_table(["shape (layers x d_model)", "params", "tokens/s", "vs first", "GFLOP/s", "MFU",
+                          "spread"], lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
