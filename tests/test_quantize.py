@@ -262,3 +262,30 @@ def test_the_block_kernel_refuses_bad_tensors_with_an_error_not_a_crash():
                             (dict(linears=[step.linears[0].float(), *step.linears[1:]]), "qkv weight must be int8")):
         with pytest.raises(RuntimeError, match=message):
             kernel.block_step(**arguments | change)
+
+
+@needs_avx2
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_block_kernel_gives_the_same_logits_with_any_number_of_threads(threads: int):
+    """The kernel splits each layer's rows and the heads between its threads: one thread, or an
+    odd number that splits them unevenly, must give what the modules give."""
+    from glassgpt.model import GPT, KVCache
+
+    torch.manual_seed(0)
+    model = quantize_for_decoding(GPT(LLAMA_STYLE).eval(), "avx2")
+    modules = copy.deepcopy(model)
+    for block in modules.blocks:
+        block.decode_step = None
+    ids = torch.randint(0, LLAMA_STYLE.vocab_size, (1, 12))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        logits = []
+        for net in (model, modules):
+            cache = KVCache(LLAMA_STYLE, 1, 16)
+            with torch.no_grad():
+                net(ids[:, :8], kv_cache=cache)
+                logits.append(torch.cat([net(ids[:, i:i + 1], kv_cache=cache).logits[:, -1] for i in range(8, 12)]))
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-4, rtol=1e-4)
