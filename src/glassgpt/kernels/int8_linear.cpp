@@ -255,9 +255,9 @@ struct Int8Layer {
 //   positions, no biases (linears: weight, scale for qkv, out, gate_up, down), SwiGLU MLP.
 // Both: K <= H key/value heads (grouped-query attention), cache (1, K, L, Dh).
 at::Tensor block_step(const at::Tensor& x, const std::vector<at::Tensor>& norms,
-                         const std::vector<at::Tensor>& linears, at::Tensor keys, at::Tensor values,
-                         const c10::optional<at::Tensor>& cos, const c10::optional<at::Tensor>& sin,
-                         int64_t position, int64_t n_head, double eps) {
+                      const std::vector<at::Tensor>& linears, at::Tensor keys, at::Tensor values,
+                      const c10::optional<at::Tensor>& cos, const c10::optional<at::Tensor>& sin,
+                      int64_t position, int64_t n_head, double eps) {
     const bool llama = cos.has_value();
     const size_t per_layer = llama ? 2 : 3;  // weight, scale (, bias)
     TORCH_CHECK(norms.size() == (llama ? 2u : 4u) && linears.size() == 4 * per_layer,
@@ -373,7 +373,7 @@ at::Tensor block_step(const at::Tensor& x, const std::vector<at::Tensor>& norms,
 // `gelu`: apply GPT-2's GELU to the result (each thread to its own outputs, still in its cache),
 // which saves the MLP a separate pass over its hidden activations.
 at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& weight_scale,
-                          const c10::optional<at::Tensor>& bias, bool gelu) {
+                       const c10::optional<at::Tensor>& bias, bool gelu) {
     TORCH_CHECK(x.scalar_type() == at::kFloat, "int8_linear: input must be float32");
     TORCH_CHECK(weight.scalar_type() == at::kChar && weight.dim() == 2 && weight.is_contiguous(),
                 "int8_linear: weight must be a contiguous 2-D int8 tensor");
