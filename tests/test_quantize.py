@@ -203,18 +203,27 @@ def test_only_gpt2_and_llama_blocks_get_a_fused_decoding_step():
 LLAMA_STYLE = ModelConfig(vocab_size=300, context_length=48, n_layer=2, n_head=4, n_kv_head=2, d_model=64)
 
 
-@needs_avx2
-@pytest.mark.parametrize("style", ["gpt2", "llama"])
-def test_a_block_decodes_one_token_in_one_kernel_call_as_its_modules_do(style: str):
-    from glassgpt.model import GPT, KVCache
-    from test_model import GPT2_STYLE
+def fused_and_modules(config: ModelConfig):
+    """A quantized random model whose blocks decode one token in the kernel, and a copy that runs
+    its modules instead (seed 0)."""
+    from glassgpt.model import GPT
 
-    config = GPT2_STYLE if style == "gpt2" else LLAMA_STYLE
     torch.manual_seed(0)
     model = quantize_for_decoding(GPT(config).eval(), "avx2")
     modules = copy.deepcopy(model)
     for block in modules.blocks:
         block.decode_step = None
+    return model, modules
+
+
+@needs_avx2
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_a_block_decodes_one_token_in_one_kernel_call_as_its_modules_do(style: str):
+    from glassgpt.model import KVCache
+    from test_model import GPT2_STYLE
+
+    config = GPT2_STYLE if style == "gpt2" else LLAMA_STYLE
+    model, modules = fused_and_modules(config)
     ids = torch.randint(0, config.vocab_size, (1, 14))
     calls = []
     original = FusedBlockStep.__call__
@@ -269,13 +278,9 @@ def test_the_block_kernel_refuses_bad_tensors_with_an_error_not_a_crash():
 def test_the_block_kernel_gives_the_same_logits_with_any_number_of_threads(threads: int):
     """The kernel splits each layer's rows and the heads between its threads: one thread, or an
     odd number that splits them unevenly, must give what the modules give."""
-    from glassgpt.model import GPT, KVCache
+    from glassgpt.model import KVCache
 
-    torch.manual_seed(0)
-    model = quantize_for_decoding(GPT(LLAMA_STYLE).eval(), "avx2")
-    modules = copy.deepcopy(model)
-    for block in modules.blocks:
-        block.decode_step = None
+    model, modules = fused_and_modules(LLAMA_STYLE)
     ids = torch.randint(0, LLAMA_STYLE.vocab_size, (1, 12))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -135,31 +135,38 @@ void gelu_tanh(float* y, int64_t n) {
     }
 }
 
-// Y[m, :] = x row m (int8 xq, scale x_scale[m]) times W^T, scaled per row (+ bias, then GELU).
-void int8_rows(const int8_t* X, const int8_t* AX, const float* x_scale, int64_t M, int64_t K, const int8_t* W,
-               const float* SW, const float* B, int64_t N, float* Y, bool gelu) {
-    // Threads split the output rows; 16 rows is the least worth a thread's start.
-    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-        int32_t dots[4];
-        for (int64_t n = n0; n < n1; ++n) {
-            const int8_t* w = W + n * K;
-            for (int64_t m = 0; m < M; m += 4) {  // input rows four at a time (then 3, 2 or 1)
-                const int64_t r = std::min<int64_t>(4, M - m);
-                const int8_t* x = X + m * K;
-                const int8_t* ax = AX + m * K;
-                if (r == 4) dot_rows<4>(w, x, ax, K, dots);
-                else if (r == 3) dot_rows<3>(w, x, ax, K, dots);
-                else if (r == 2) dot_rows<2>(w, x, ax, K, dots);
-                else dot_rows<1>(w, x, ax, K, dots);
-                for (int64_t j = 0; j < r; ++j) {
-                    const float v = static_cast<float>(dots[j]) * x_scale[m + j] * SW[n];
-                    Y[(m + j) * N + n] = B ? v + B[n] : v;
-                }
+// Output rows n0..n1 of Y[m, :] = x row m (int8 xq, scale x_scale[m]) times W^T, scaled per row
+// (+ bias, then GELU): one thread's share of a layer.
+void int8_row_range(const int8_t* X, const int8_t* AX, const float* x_scale, int64_t M, int64_t K,
+                    const int8_t* W, const float* SW, const float* B, int64_t N, float* Y, bool gelu, int64_t n0,
+                    int64_t n1) {
+    int32_t dots[4];
+    for (int64_t n = n0; n < n1; ++n) {
+        const int8_t* w = W + n * K;
+        for (int64_t m = 0; m < M; m += 4) {  // input rows four at a time (then 3, 2 or 1)
+            const int64_t r = std::min<int64_t>(4, M - m);
+            const int8_t* x = X + m * K;
+            const int8_t* ax = AX + m * K;
+            if (r == 4) dot_rows<4>(w, x, ax, K, dots);
+            else if (r == 3) dot_rows<3>(w, x, ax, K, dots);
+            else if (r == 2) dot_rows<2>(w, x, ax, K, dots);
+            else dot_rows<1>(w, x, ax, K, dots);
+            for (int64_t j = 0; j < r; ++j) {
+                const float v = static_cast<float>(dots[j]) * x_scale[m + j] * SW[n];
+                Y[(m + j) * N + n] = B ? v + B[n] : v;
             }
         }
-        if (gelu) {
-            for (int64_t m = 0; m < M; ++m) gelu_tanh(Y + m * N + n0, n1 - n0);
-        }
+    }
+    if (gelu) {
+        for (int64_t m = 0; m < M; ++m) gelu_tanh(Y + m * N + n0, n1 - n0);
+    }
+}
+
+// All output rows, the threads splitting them; 16 rows is the least worth a thread's start.
+void int8_rows(const int8_t* X, const int8_t* AX, const float* x_scale, int64_t M, int64_t K, const int8_t* W,
+               const float* SW, const float* B, int64_t N, float* Y, bool gelu) {
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+        int8_row_range(X, AX, x_scale, M, K, W, SW, B, N, Y, gelu, n0, n1);
     });
 }
 
@@ -313,17 +320,11 @@ at::Tensor block_step(const at::Tensor& x, const std::vector<at::Tensor>& norms,
     const int threads = at::get_num_threads();
 #pragma omp parallel num_threads(threads)
     {
-        auto rows = [&](const Int8Layer& layer, float* y, bool gelu) {  // y = layer(xq), rows split
+        auto rows = [&](const Int8Layer& layer, float* y, bool gelu) {  // y = layer(xq), 16 rows a chunk
 #pragma omp for schedule(static)
             for (int64_t chunk = 0; chunk < (layer.N + 15) / 16; ++chunk) {
-                const int64_t n0 = chunk * 16, n1 = std::min(layer.N, n0 + 16);
-                int32_t dot;
-                for (int64_t n = n0; n < n1; ++n) {
-                    dot_rows<1>(layer.w + n * layer.K, xq.data(), abs_xq.data(), layer.K, &dot);
-                    const float v = static_cast<float>(dot) * x_scale * layer.scale[n];
-                    y[n] = layer.bias ? v + layer.bias[n] : v;
-                }
-                if (gelu) gelu_tanh(y + n0, n1 - n0);
+                int8_row_range(xq.data(), abs_xq.data(), &x_scale, 1, layer.K, layer.w, layer.scale, layer.bias,
+                               layer.N, y, gelu, chunk * 16, std::min(layer.N, chunk * 16 + 16));
             }
         };
 #pragma omp single
