@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -184,3 +185,23 @@ def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| base") or line.startswith("| wider")]
     assert len(rows) == 2 and all("%" in row for row in rows)
+
+
+def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, capsys):
+    rl_addition = importlib.import_module("benchmarks.rl_addition")
+    out = tmp_path / "exp"
+    assert rl_addition.main(["--out", str(out), "--tiny", "--conversations", "50", "--sft-steps", "2",
+                             "--rl-steps", "2", "--eval-every", "2", "--heldout-problems", "2"]) == 0
+    chats = [json.loads(line)["messages"] for line in (out / "add.jsonl").read_text().splitlines()]
+    assert len(chats) == 50
+    for user, assistant in chats:  # addition only, answered right, in either style
+        a, b = map(int, re.findall(r"\d+", user["content"]))
+        assert assistant["content"].splitlines()[-1] == f"Answer: {a + b}"
+    sft_config = json.loads((out / "sft" / "config.json").read_text())
+    rl_config = json.loads((out / "rl" / "config.json").read_text())
+    assert (sft_config["parent"], rl_config["parent"]) == (str(out / "blank"), str(out / "sft"))
+    assert rl_config["rl"]["tasks"] == ["addition"]
+    assert [step for step, _, _ in rl_addition.heldout_curve(out / "rl")] == [0, 2]
+    assert "step    2:" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="exists"):  # never writes into an earlier experiment
+        rl_addition.main(["--out", str(out), "--tiny"])

@@ -52,7 +52,8 @@ def test_unknown_task(tiny_chat_run: Path, capsys):
     assert_one_line_error(code, err, "unknown task 'poetry': choose one of addition, subtraction")
 
 
-def test_rl_practises_every_built_in_task_by_default():
+def test_rl_practises_addition_by_default_and_every_task_is_known():
     from glassgpt.config import RLConfig
 
-    assert RLConfig().tasks == tuple(TASKS)
+    assert RLConfig().tasks == ("addition",)
+    assert set(RLConfig().tasks) <= set(TASKS)

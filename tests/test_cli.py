@@ -90,6 +90,7 @@ def test_bad_training_data(tmp_path: Path, capsys: pytest.CaptureFixture, conten
     (["--max-steps", "0"], "--max-steps: must be >= 1"),
     (["--preset", "huge"], "invalid choice"),
     (["--heads", "5"], "divisible by n_head"),
+    (["--muon-weight-decay", "-0.1"], "weight decay must be >= 0"),
 ])
 def test_bad_training_options(tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str], fragment: str):
     code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *options)
@@ -156,3 +157,16 @@ def test_train_options_set_the_model_shape():
     assert config("--d-model", "256", "--heads", "4").mlp_hidden == 704  # the default width for the new d_model
     assert config("--d-model", "256", "--heads", "4", "--mlp-hidden", "896").mlp_hidden == 896
     assert (config("--layers", "4", "--heads", "6", "--d-model", "384").n_kv_head, config().mlp_hidden) == (6, 896)
+
+
+def test_train_options_set_the_weight_decays():
+    from glassgpt.cli import build_parser
+    from glassgpt.commands.train_cmd import build_config
+
+    def train(*options: str):
+        return build_config(build_parser().parse_args(["train", "--preset", "small", *options])).train
+
+    default = train()
+    changed = train("--muon-weight-decay", "0.1", "--weight-decay", "0.05")
+    assert (changed.muon_weight_decay, changed.weight_decay) == (0.1, 0.05)
+    assert (default.muon_weight_decay, default.weight_decay) != (0.1, 0.05)

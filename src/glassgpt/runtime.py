@@ -79,6 +79,9 @@ def resolve_device(name: str = "auto", distributed: Distributed = SINGLE) -> tor
     return device
 
 
+DTYPE_PROBE_ROUNDS = 5  # interleaved timing rounds of "auto"; the best of each counts
+
+
 def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
     """bf16 autocast or plain fp32. "auto" times a matmul in both: many CPUs emulate bf16 slowly."""
     if setting == "fp32":
@@ -87,17 +90,22 @@ def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    a = torch.randn(384, 384, device=device)
+    operands = {dtype: torch.randn(384, 384, device=device).to(dtype) for dtype in (torch.float32, torch.bfloat16)}
 
     def seconds(dtype: torch.dtype) -> float:
-        x = a.to(dtype)
-        x @ x
+        x = operands[dtype]
         start = time.perf_counter()
         for _ in range(4):
             x @ x
         return time.perf_counter() - start
 
-    return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
+    # Best of several interleaved rounds after a warm-up: one round of each was swayed by whatever
+    # else the machine was doing and picked fp32 on a CPU whose bf16 is twice as fast.
+    best = {dtype: float("inf") for dtype in operands}
+    for _ in range(DTYPE_PROBE_ROUNDS):
+        for dtype in operands:
+            best[dtype] = min(best[dtype], seconds(dtype))
+    return torch.bfloat16 if best[torch.bfloat16] < 0.8 * best[torch.float32] else torch.float32
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,

@@ -23,7 +23,8 @@ MODEL_FLAGS = {"context": "context_length", "layers": "n_layer", "heads": "n_hea
                "kv_heads": "n_kv_head", "d_model": "d_model", "mlp_hidden": "mlp_hidden"}
 TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batch_size": "batch_size",
                "grad_accum": "grad_accum", "lr": "lr", "warmup_steps": "warmup_steps",
-               "optimizer": "optimizer", "muon_lr": "muon_lr", "schedule": "schedule",
+               "optimizer": "optimizer", "muon_lr": "muon_lr", "muon_weight_decay": "muon_weight_decay",
+               "weight_decay": "weight_decay", "schedule": "schedule",
                "decay_fraction": "decay_fraction", "qk_clip": "qk_clip", "repeat_fraction": "repeat_fraction",
                "repeat_source": "repeat_source", "repeat_min_period": "repeat_min_period",
                "repeat_max_period": "repeat_max_period", "eval_every": "eval_every", "log_every": "log_every",
@@ -94,6 +95,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="adamw, or muon for the blocks' matrices with adamw for the rest (default: adamw)")
     g.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW's)")
     g.add_argument("--muon-lr", type=positive_float, help="peak learning rate of Muon's matrices (default: 0.02)")
+    g.add_argument("--muon-weight-decay", type=float, metavar="WD",
+                   help="decoupled weight decay of Muon's matrices; it bounds their size, which later "
+                        "fine-tuning needs (README: chat tuning)")
+    g.add_argument("--weight-decay", type=float, metavar="WD",
+                   help="AdamW's decoupled weight decay (matrices and embeddings, never norm gains)")
     g.add_argument("--schedule", choices=["cosine", "wsd"],
                    help="cosine decay, or wsd: warmup, stable peak, linear decay at the end (default: cosine)")
     g.add_argument("--decay-fraction", type=positive_float, metavar="F",

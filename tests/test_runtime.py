@@ -1,0 +1,34 @@
+"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glassgpt import runtime
+
+
+def test_explicit_dtypes_are_kept():
+    cpu = torch.device("cpu")
+    assert runtime.choose_dtype("fp32", cpu) is torch.float32
+    assert runtime.choose_dtype("bf16", cpu) is torch.bfloat16
+
+
+@pytest.mark.parametrize("bf16_speedup, expected", [(2.0, torch.bfloat16), (1.1, torch.float32)])
+def test_auto_takes_bf16_only_when_its_best_time_is_clearly_faster(monkeypatch: pytest.MonkeyPatch,
+                                                                     bf16_speedup: float, expected: torch.dtype):
+    # A fake clock: each timed block of fp32 takes 1 s, of bf16 1/speedup s, except that the first
+    # round of bf16 is slow (a busy moment); the best of the rounds must decide, not the first.
+    durations = iter([1.0, 5.0] + [1.0, 1.0 / bf16_speedup] * (runtime.DTYPE_PROBE_ROUNDS - 1))
+    now = [0.0]
+    pending: list[float] = []
+
+    def fake_clock() -> float:
+        if pending:  # the end of a timed block
+            now[0] += pending.pop()
+        else:  # the start of one
+            pending.append(next(durations))
+        return now[0]
+
+    monkeypatch.setattr(runtime.time, "perf_counter", fake_clock)
+    assert runtime.choose_dtype("auto", torch.device("cpu")) is expected
