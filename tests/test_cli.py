@@ -8,6 +8,7 @@ import pytest
 
 from cli_run import assert_one_line_error, run_cli
 from glassgpt.cli import main
+from glassgpt.errors import GlassError
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture):
@@ -170,3 +171,42 @@ def test_train_options_set_the_weight_decays():
     changed = train("--muon-weight-decay", "0.1", "--weight-decay", "0.05")
     assert (changed.muon_weight_decay, changed.weight_decay) == (0.1, 0.05)
     assert (default.muon_weight_decay, default.weight_decay) != (0.1, 0.05)
+
+
+@pytest.mark.parametrize("command", ["sft", "pipeline"])
+def test_chat_stages_start_from_the_shipped_base_even_beside_a_demo_run(tiny_run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch, command: str):
+    import glassgpt.assets
+    from glassgpt.cli import build_parser
+    from glassgpt.commands.common import base_model_path, model_path
+    from glassgpt.runs import SHIPPED_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    package = tmp_path / "package"
+    shutil.copytree(tiny_run, tmp_path / "runs" / "demo")  # generate and look would read this one
+    args = build_parser().parse_args([command])
+    monkeypatch.setattr(glassgpt.assets, "asset", lambda *parts: package.joinpath(*parts))
+    with pytest.raises(GlassError, match="no base model shipped"):
+        base_model_path(args)
+    shutil.copytree(tiny_run, package / SHIPPED_MODEL)
+    assert (base_model_path(args), model_path(args)) == (package / SHIPPED_MODEL, Path("runs/demo"))
+    assert base_model_path(build_parser().parse_args([command, "--model", "mine"])) == Path("mine")
+
+
+def test_sft_without_model_tunes_the_shipped_base_not_the_demo_run(tiny_run: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, capsys):
+    import glassgpt.assets
+    from glassgpt.runs import SHIPPED_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    package = tmp_path / "package"
+    shutil.copytree(tiny_run, tmp_path / "runs" / "demo")
+    shutil.copytree(tiny_run, package / SHIPPED_MODEL)
+    monkeypatch.setattr(glassgpt.assets, "asset", lambda *parts: package.joinpath(*parts))
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                              {"role": "assistant", "content": "Hello."}]}) + "\n")
+    code, _, err = run_cli(capsys, "sft", "--data", str(chats), "--max-steps", "1", "--batch-size", "1",
+                           "--no-progress", "--out", str(tmp_path / "chat"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "chat" / "config.json").read_text())["parent"] == str(package / SHIPPED_MODEL)

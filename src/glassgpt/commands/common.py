@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from glassgpt.errors import GlassError
-from glassgpt.runs import default_model
+from glassgpt.runs import default_model, shipped_model
 from glassgpt.runtime import Distributed, resolve_device
 
 DEFAULT_RUN = Path("runs/demo")
@@ -20,6 +20,24 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help=f"run folder of a trained model (default: {DEFAULT_RUN} made by `glassgpt demo`, "
                              "else the model that ships with glassgpt)")
+
+
+def add_base_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="run folder of the base model to chat-tune (default: the base model that ships with "
+                             "glassgpt; the chat recipe is tuned on it, and the demo model is too small for it)")
+
+
+def base_model_path(args: argparse.Namespace) -> Path:
+    """The --model folder, else the shipped base model (never `runs/demo`: the chat stages'
+    defaults reproduce the pipeline on the shipped base, as the README's tables were measured)."""
+    if args.model is not None:
+        return args.model
+    found = shipped_model()
+    if found is None:
+        raise GlassError("no --model given and no base model shipped with this install: pass --model RUN "
+                         "(a run of `glassgpt train` or `glassgpt demo`)")
+    return found
 
 
 def model_path(args: argparse.Namespace) -> Path:

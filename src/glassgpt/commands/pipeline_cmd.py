@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from glassgpt.commands.common import (
+    add_base_model_option,
     add_device_option,
-    add_model_option,
+    base_model_path,
     device,
-    model_path,
     positive_int,
 )
 from glassgpt.train.pipeline import EVAL_PROBLEMS, RL_DIR, SFT_DIR, run_pipeline
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "held-out accuracy of the base (few-shot), SFT and RL models on every built-in task, written "
                     "with the curves and answers side by side to OUT/report.md.",
     )
-    add_model_option(p)
+    add_base_model_option(p)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder of the pipeline (default: {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pipeline: finished stages are kept, an unfinished one resumes")
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = model_path(args)
+    base = base_model_path(args)
     result = run_pipeline(
         base, args.out, resume=args.resume, problems=args.problems,
         sft_train={"max_steps": args.sft_steps} if args.sft_steps else None,

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glassgpt.commands.common import add_device_option, add_model_option, device, model_path
+from glassgpt.commands.common import (
+    add_base_model_option,
+    add_device_option,
+    base_model_path,
+    device,
+)
 from glassgpt.commands.train_cmd import add_budget_options, add_training_options, train_changes
 from glassgpt.errors import GlassError
 from glassgpt.runs import RunFolder
@@ -23,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     f"Recipe: AdamW lr {SFT_TRAIN.lr:g}, {SFT_TRAIN.max_steps} steps of {SFT_TRAIN.batch_size} "
                     "packed conversations (the flags below change it).",
     )
-    add_model_option(p)
+    add_base_model_option(p)
     p.add_argument("--data", help="conversations, one JSON object per line (default: the built-in tasks)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"run folder to write (default: {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue the SFT run in --out from its last checkpoint")
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             raise GlassError("--resume continues the saved base model and data: drop --model and --data")
         config = RunFolder(args.out).load_config().for_resume(train=train_changes(args))
     else:
-        config = sft_config(model_path(args), data=args.data, train=train_changes(args))
+        config = sft_config(base_model_path(args), data=args.data, train=train_changes(args))
     result = sft(config, args.out, resume=args.resume, device=device(args), show_progress=not args.no_progress)
     if result.val is not None:
         print(f"final validation loss on held-out answers: {result.val.loss:.4f}")
