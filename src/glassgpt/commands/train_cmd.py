@@ -97,7 +97,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--muon-lr", type=positive_float, help="peak learning rate of Muon's matrices (default: 0.02)")
     g.add_argument("--muon-weight-decay", type=float, metavar="WD",
                    help="decoupled weight decay of Muon's matrices; it bounds their size, which later "
-                        "fine-tuning needs (README: chat tuning)")
+                        "fine-tuning needs (README: 'The model that ships')")
     g.add_argument("--weight-decay", type=float, metavar="WD",
                    help="AdamW's decoupled weight decay (matrices and embeddings, never norm gains)")
     g.add_argument("--schedule", choices=["cosine", "wsd"],
