@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `glassgpt` importable fro
 from glassgpt.atomic import atomic_write_text  # noqa: E402
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.data.tasks import conversations  # noqa: E402
+from glassgpt.runs import RunFolder  # noqa: E402
 
 SHAPE = ["--preset", "small", "--layers", "4", "--d-model", "256", "--mlp-hidden", "896", "--heads", "4",
          "--kv-heads", "4", "--context", "256"]  # the shipped model's
@@ -52,8 +53,8 @@ def addition_chats(path: Path, n: int, seed: int) -> None:
 
 def heldout_curve(rl_run: Path) -> list[tuple[int, float, float]]:
     """(step, held-out accuracy, mean held-out answer tokens) at each evaluation of an RL run."""
-    rows = [json.loads(line) for line in (rl_run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["step"], r["heldout_accuracy"], r["heldout_length_mean"]) for r in rows if "heldout_accuracy" in r]
+    return [(r["step"], r["heldout_accuracy"], r["heldout_length_mean"])
+            for r in RunFolder(rl_run).read_metrics() if "heldout_accuracy" in r]
 
 
 def main(argv: list[str] | None = None) -> int:
