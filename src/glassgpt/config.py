@@ -243,7 +243,7 @@ class RLConfig:
     tasks: tuple[str, ...] = ("addition",)
     group_size: int = 8  # samples per problem; advantages compare a sample with its group
     problems_per_step: int = 4
-    max_response_tokens: int = 160  # a longer answer is cut, unrewarded ("truncated")
+    max_response_tokens: int = 200  # a longer answer is cut, unrewarded ("truncated"); worked sums need <= 167
     temperature: float = 1.0  # sampling temperature of the practice answers
     heldout_problems: int = 30  # per task, for the held-out accuracy every `eval_every` steps
     # "mean": advantage = reward - group mean (Dr. GRPO); "std": also divided by the group's

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from glassgpt.data.tasks import (
+    PLACES,
     TASKS,
     Addition,
     Letters,
@@ -57,7 +58,7 @@ def test_conversations_mix_both_styles_at_every_difficulty():
             numbers = re.findall(r"\d+", question["content"])
             if reply["content"].startswith("Answer:"):
                 styles["direct"].add(max(map(len, numbers), default=0))
-            elif reply["content"].startswith("Add the digits"):
+            elif "Add the places from right to left:" in reply["content"]:
                 styles["worked"].add(max(map(len, numbers)))
     assert {1, 2, 3, 4} <= styles["worked"] and {1, 2, 3, 4} <= styles["direct"]
 
@@ -72,11 +73,29 @@ def test_worked_arithmetic_writes_the_digits_of_the_true_result(task):
         assert problem.answer == str(expected) and int(problem.answer) >= 0
         if isinstance(task, Addition):
             written = [int(d) for d in re.findall(r"write (\d)", "\n".join(problem.steps))]
-        else:  # each column's line ends with its digit
-            written = [int(line.rsplit("= ", 1)[1]) for line in problem.steps[1:]]
+        else:  # each column's line names its place and ends with its digit
+            written = [int(line.rsplit("= ", 1)[1]) for line in problem.steps if line.split(":")[0] in PLACES]
         assert int("".join(map(str, reversed(written)))) == expected
         assert task.check(problem, task.respond(problem, "worked")) is Verdict.RIGHT
         assert task.respond(problem, "direct") == f"Answer: {expected}"
+
+
+def test_worked_arithmetic_names_each_digit_by_its_place():
+    assert Addition.steps(95, 5527) == (
+        "95: 9 tens, 5 ones",
+        "5527: 5 thousands, 5 hundreds, 2 tens, 7 ones",
+        "Add the places from right to left:",
+        "ones: 5 + 7 = 12: write 2, carry 1",
+        "tens: 9 + 2 + 1 = 12: write 2, carry 1",
+        "hundreds: 0 + 5 + 1 = 6: write 6",
+        "thousands: 0 + 5 = 5: write 5")
+    assert Subtraction.steps(502, 68) == (
+        "502: 5 hundreds, 0 tens, 2 ones",
+        "68: 6 tens, 8 ones",
+        "Subtract the places from right to left:",
+        "ones: 2 - 8: borrow 10, 12 - 8 = 4",
+        "tens: 0 - 1 - 6: borrow 10, 10 - 1 - 6 = 3",
+        "hundreds: 5 - 1 - 0 = 4")
 
 
 def test_the_classic_example_and_letter_counts_match_str_count():
@@ -99,7 +118,7 @@ def test_no_constant_letter_count_answers_most_letter_problems():
 
 @pytest.mark.parametrize(("response", "verdict"), [
     ("Answer: 936", Verdict.RIGHT),
-    ("Add the digits from right to left:\n7 + 9 = 16: write 6, carry 1\nAnswer: 936", Verdict.RIGHT),
+    ("Add the places from right to left:\nones: 7 + 9 = 16: write 6, carry 1\nAnswer: 936", Verdict.RIGHT),
     ("Answer: 936.", Verdict.MALFORMED),
     ("Answer:936\n\n", Verdict.RIGHT),
     ("Answer: 1,000", Verdict.WRONG),

@@ -13,9 +13,10 @@ Each `Task` knows how to make a random problem, how to answer it, and how to che
   the worked answers need and a base model trained on books alone cannot do.
 
 The reasoning tasks (arithmetic, letters) answer in two styles, chosen at random by the data
-(never by difficulty): *direct*, just the final line, and *worked*, the steps (columns with
-carries and borrows, the word spelled out with a running count) before it. Either way the last
-line is the final answer in one fixed form, ``Answer: 936``, and that line is all `check` reads.
+(never by difficulty): *direct*, just the final line, and *worked*, the steps before it (each
+number's digits by place, then the columns with carries and borrows; the word spelled out with a
+running count). Either way the last line is the final answer in one fixed form, ``Answer: 936``,
+and that line is all `check` reads.
 
 `check` returns a `Verdict` (right / wrong / malformed: no final answer in the expected form);
 `reward` turns it into the number RL maximises (1 for right, 0 otherwise).
@@ -121,6 +122,25 @@ def _random_number(rng: random.Random, max_digits: int) -> int:
     return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
 
+#: Column names from the right; the worked answers name each digit's place so that a column's
+#: line finds its digits by the name (attention matches it), not by counting digits from the end.
+PLACES = ("ones", "tens", "hundreds", "thousands", "ten thousands", "hundred thousands")
+
+
+def _by_place(*numbers: int) -> list[str]:
+    """One line per number with its digits by place: '591: 5 hundreds, 9 tens, 1 ones'."""
+    def line(n: int) -> str:
+        digits = str(n)
+        return f"{n}: " + ", ".join(f"{d} {PLACES[len(digits) - 1 - i]}" for i, d in enumerate(digits))
+    return [line(n) for n in numbers]
+
+
+def _columns(a: int, b: int) -> list[tuple[int, int]]:
+    """The digits of a and b by place from the ones up, 0 where a number has no such place."""
+    width = max(len(str(a)), len(str(b)))
+    return [(a // 10**i % 10, b // 10**i % 10) for i in range(width)]
+
+
 class Arithmetic(Task):
     """Two numbers of up to `max_digits` digits and one operation, phrased in several ways."""
 
@@ -161,15 +181,15 @@ class Addition(Arithmetic):
 
     @staticmethod
     def steps(a: int, b: int) -> tuple[str, ...]:
-        """Column addition from the right: each column's digits, its sum, the digit and the carry."""
-        lines = ["Add the digits from right to left:"]
-        top, bottom, carry = str(a)[::-1], str(b)[::-1], 0
-        for i in range(max(len(top), len(bottom))):
-            digits = [int(s[i]) for s in (top, bottom) if i < len(s)]
-            total = sum(digits) + carry
-            terms = " + ".join(str(d) for d in digits) + (f" + {carry}" if carry else "")
+        """Each number by place, then column addition from the right: each column's place, its
+        two digits (0 where a number has none), its sum, the digit to write and the carry."""
+        lines = [*_by_place(a, b), "Add the places from right to left:"]
+        carry = 0
+        for place, (x, y) in enumerate(_columns(a, b)):
+            total = x + y + carry
+            terms = f"{x} + {y}" + (f" + {carry}" if carry else "")
             carry, digit = divmod(total, 10)
-            lines.append(f"{terms} = {total}: write {digit}" + (f", carry {carry}" if carry else ""))
+            lines.append(f"{PLACES[place]}: {terms} = {total}: write {digit}" + (f", carry {carry}" if carry else ""))
         if carry:
             lines.append(f"carry {carry}: write {carry}")
         return tuple(lines)
@@ -189,20 +209,20 @@ class Subtraction(Arithmetic):
 
     @staticmethod
     def steps(a: int, b: int) -> tuple[str, ...]:
-        """Column subtraction from the right, borrowing 10 from the next column when needed; each
-        line ends with the column's digit of the result."""
-        lines = ["Subtract the digits from right to left:"]
-        top, bottom, borrow = str(a)[::-1], str(b)[::-1], 0
-        for i in range(len(top)):
-            t, d = int(top[i]), int(bottom[i]) if i < len(bottom) else 0
+        """Each number by place, then column subtraction from the right, borrowing 10 from the next
+        column when needed; each column's line names its place and ends with its digit."""
+        lines = [*_by_place(a, b), "Subtract the places from right to left:"]
+        borrow = 0
+        for place, (t, d) in enumerate(_columns(a, b)):
             terms = f"{t}" + (" - 1" if borrow else "") + f" - {d}"
             value = t - borrow - d
             if value < 0:
                 value += 10
-                lines.append(f"{terms}: borrow 10, {t + 10}" + (" - 1" if borrow else "") + f" - {d} = {value}")
+                lines.append(f"{PLACES[place]}: {terms}: borrow 10, {t + 10}" + (" - 1" if borrow else "")
+                             + f" - {d} = {value}")
                 borrow = 1
             else:
-                lines.append(f"{terms} = {value}")
+                lines.append(f"{PLACES[place]}: {terms} = {value}")
                 borrow = 0
         return tuple(lines)
 
