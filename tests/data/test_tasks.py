@@ -184,3 +184,9 @@ def test_unknown_task_and_split():
         get_task("poetry")
     with pytest.raises(GlassError, match="split must be one of"):
         problems("addition", "test", 3)
+
+
+def test_arithmetic_digits_are_bounded_by_the_places_it_can_name():
+    assert Addition(max_digits=len(PLACES)).steps(999_999, 1)[-1] == "carry 1: write 1"
+    with pytest.raises(GlassError, match="1 to 6 digits"):
+        Addition(max_digits=7)

@@ -149,6 +149,9 @@ class Arithmetic(Task):
     PHRASINGS: tuple[str, ...]
 
     def __init__(self, max_digits: int = 4) -> None:
+        if not 1 <= max_digits <= len(PLACES):
+            raise GlassError(f"arithmetic problems have 1 to {len(PLACES)} digits (the places the worked answers "
+                             f"name), got {max_digits}")
         self.max_digits = max_digits
 
     @staticmethod
