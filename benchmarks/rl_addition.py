@@ -31,10 +31,18 @@ if __package__ in (None, ""):  # run as a script: make `glassgpt` importable fro
 from glassgpt.atomic import atomic_write_text  # noqa: E402
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.data.tasks import conversations  # noqa: E402
-from glassgpt.runs import RunFolder  # noqa: E402
+from glassgpt.runs import RunFolder, shipped_model  # noqa: E402
 
-SHAPE = ["--preset", "small", "--layers", "4", "--d-model", "256", "--mlp-hidden", "896", "--heads", "4",
-         "--kv-heads", "4", "--context", "256"]  # the shipped model's
+
+def shipped_shape() -> list[str]:
+    """`glassgpt train` flags for a model of the shipped base's shape (read from its config.json)."""
+    folder = shipped_model()
+    if folder is None:
+        raise SystemExit("rl_addition: this install has no shipped model to copy the shape of")
+    m = RunFolder(folder).load_config().model
+    return ["--preset", "small", "--layers", str(m.n_layer), "--d-model", str(m.d_model), "--mlp-hidden",
+            str(m.mlp_hidden), "--heads", str(m.n_head), "--kv-heads", str(m.n_kv_head), "--context",
+            str(m.context_length)]
 
 
 def glassgpt(*args: str) -> None:
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         raise SystemExit(f"rl_addition: {args.out} exists; pick a new --out")
     args.out.mkdir(parents=True)
-    shape = ["--preset", "tiny", "--context", "128"] if args.tiny else SHAPE
+    shape = ["--preset", "tiny", "--context", "128"] if args.tiny else shipped_shape()
     small = ["--batch-size", "2", "--eval-every", str(args.sft_steps)] if args.tiny else []
     data = args.out / "add.jsonl"
     addition_chats(data, args.conversations, seed=0)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from glassgpt.cli import build_parser
+from glassgpt.commands.train_cmd import build_config
+from glassgpt.runs import RunFolder, shipped_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("transformers")
@@ -205,3 +209,9 @@ def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, caps
     assert "step    2:" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="exists"):  # never writes into an earlier experiment
         rl_addition.main(["--out", str(out), "--tiny"])
+
+
+def test_rl_addition_blank_model_has_the_shipped_shape():
+    rl_addition = importlib.import_module("benchmarks.rl_addition")
+    args = build_parser().parse_args(["train", *rl_addition.shipped_shape(), "--out", "unused"])
+    assert build_config(args).model == RunFolder(shipped_model()).load_config().model
