@@ -11,10 +11,10 @@ commands:
 3. `glassgpt rl --task addition`: GRPO-style RL with held-out accuracy (greedy) every
    `--eval-every` steps.
 
-    python benchmarks/rl_addition.py --out runs/rl_addition            # ~22 min on 2 cores
+    python benchmarks/rl_addition.py --out runs/rl_addition            # ~30 min on 2 cores
 
 It prints the held-out accuracy and mean answer length at each evaluation of the RL run (step
-0 is the chat model before RL). Result on this machine: README, "What it did here".
+0 is the chat model before RL). Results on this machine: README, "How it got there".
 """
 
 from __future__ import annotations
