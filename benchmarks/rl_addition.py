@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `glassgpt` importable fro
 
 from glassgpt.atomic import atomic_write_text  # noqa: E402
 from glassgpt.commands.common import positive_int  # noqa: E402
+from glassgpt.commands.train_cmd import MODEL_FLAGS  # noqa: E402
 from glassgpt.data.tasks import conversations  # noqa: E402
 from glassgpt.runs import RunFolder, shipped_model  # noqa: E402
 
@@ -39,10 +40,11 @@ def shipped_shape() -> list[str]:
     folder = shipped_model()
     if folder is None:
         raise SystemExit("rl_addition: this install has no shipped model to copy the shape of")
-    m = RunFolder(folder).load_config().model
-    return ["--preset", "small", "--layers", str(m.n_layer), "--d-model", str(m.d_model), "--mlp-hidden",
-            str(m.mlp_hidden), "--heads", str(m.n_head), "--kv-heads", str(m.n_kv_head), "--context",
-            str(m.context_length)]
+    model = RunFolder(folder).load_config().model
+    flags = ["--preset", "small"]
+    for flag, field in MODEL_FLAGS.items():  # the CLI's own flag -> ModelConfig field map
+        flags += [f"--{flag.replace('_', '-')}", str(getattr(model, field))]
+    return flags
 
 
 def glassgpt(*args: str) -> None:
