@@ -8,7 +8,10 @@ alternating), and the fp32 matmul peak (the trainer's reference, `glassgpt.runti
 is measured between rounds too: on a shared machine the peak moves as much as the steps do
 (139-186 GFLOP/s in one afternoon here), so MFU is the median step rate against the median peak.
 
-    python benchmarks/bench_shapes.py [--repeats 3] [--quick]
+    python benchmarks/bench_shapes.py [--repeats 3] [--compile off|on|both] [--quick]
+
+`--compile both` times every shape eager and under `torch.compile` (compiled before timing:
+its 15-60 s of compiling a shape are not in the rates).
 
 This measures speed only. Whether a faster shape also learns as much per minute takes training
 runs of the preset's length (hours for `small`), which `glassgpt train --preset small --layers N
@@ -56,11 +59,12 @@ def shapes(quick: bool) -> dict[str, ModelConfig]:
     }
 
 
-def step_runner(config: ModelConfig) -> Callable[[], float]:
+def step_runner(config: ModelConfig, compiled: bool = False) -> Callable[[], float]:
     """A function that makes two training steps and returns their tokens/s."""
     torch.manual_seed(0)
     model = GPT(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    forward = torch.compile(model) if compiled else model
     rows = max(1, TOKENS_PER_STEP // config.context_length)
     ids = torch.randint(0, config.vocab_size, (rows, config.context_length))
     targets = torch.randint(0, config.vocab_size, (rows, config.context_length))
@@ -68,7 +72,7 @@ def step_runner(config: ModelConfig) -> Callable[[], float]:
     def run() -> float:
         start = time.perf_counter()
         for _ in range(2):
-            model(ids, targets).loss.backward()
+            forward(ids, targets).loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -80,10 +84,14 @@ def step_runner(config: ModelConfig) -> Callable[[], float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of steps (default 3; 2 steps per round)")
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="time the shapes eager (off, default), under torch.compile (on), or both")
     parser.add_argument("--quick", action="store_true", help="tiny models, one round (seconds; for tests)")
     args = parser.parse_args(argv)
-    configs = shapes(args.quick)
-    runners = {name: step_runner(config) for name, config in configs.items()}
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    configs = {f"{name}, compiled" if compiled else name: (config, compiled)
+               for name, config in shapes(args.quick).items() for compiled in modes}
+    runners = {name: step_runner(config, compiled) for name, (config, compiled) in configs.items()}
     for run in runners.values():  # warm up: allocator, thread pool, first-step work
         run()
     size, seconds = (512, 0.1) if args.quick else (1024, 0.5)
@@ -93,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     base = next(iter(rates.values())).median
     lines = []
     for name, rate in rates.items():
-        config = configs[name]
+        config = configs[name][0]
         flops = rate.median * config.flops_per_token()
         lines.append([name, f"{config.num_parameters() / 1e6:.1f}M", fmt(rate.median), f"{rate.median / base:.2f}x",
                       fmt(flops / 1e9), f"{flops / peak.median:.0%}", f"{rate.spread:.0%}"])
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32; matmul peak median {peak.median / 1e9:.0f} GFLOP/s "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {TOKENS_PER_STEP:,} tokens a step; matmul peak median {peak.median / 1e9:.0f} GFLOP/s "
           f"(range {min(peak.samples) / 1e9:.0f}-{max(peak.samples) / 1e9:.0f})\n")
     print(markdown_table(["shape (layers x d_model)", "params", "tokens/s", "vs first", "GFLOP/s", "MFU",
                           "spread"], lines))

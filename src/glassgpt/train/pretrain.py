@@ -203,6 +203,11 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         run.save_config(config)
 
     dtype = choose_dtype(t.dtype, device)
+
+    def measure_peak() -> float:  # MFU's reference: this device's own matmul peak in the training dtype (~0.5 s)
+        return matmul_flops(device, dtype) * distributed.world_size
+
+    peak_flops = measure_peak()  # before torch.compile: right after it, two runs here measured 101 and 138 GFLOP/s
     compiled = maybe_compile(model, t.compile, device, log)
     byte_lengths = token_byte_lengths(tokenizer)
     tokens_per_step = t.batch_size * t.grad_accum * config.model.context_length * distributed.world_size
@@ -211,9 +216,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     log(f"model: {raw_model.num_parameters():,} parameters, {config.model.n_layer} layers, "
         f"d_model {config.model.d_model}, context {config.model.context_length}; "
         f"{str(dtype).removeprefix('torch.')} on {device.type}{processes}; {tokens_per_step:,} tokens/step")
-    # MFU's reference: this device's own matmul peak in the training dtype, measured now (~0.5 s).
-    peak_flops = matmul_flops(device, dtype) * distributed.world_size
-    log(f"matmul peak measured here: {peak_flops / 1e9:,.0f} GFLOP/s; the model needs "
+    log(f"matmul peak measured here: {peak_flops / 1e9:,.0f} GFLOP/s (again at each evaluation); the model needs "
         f"{config.model.flops_per_token() / 1e6:,.1f} MFLOP per training token")
 
     def validate(is_last: bool) -> dict[str, float]:
@@ -228,7 +231,8 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         describe_eval=lambda m: f"val loss {m['val_loss']:.3f} | val bpb {m['val_bpb']:.3f}")
     result = run_loop(compiled, optimizer, sampler.next_step, next_token_loss, t, state, device=device,
                       dtype=dtype, distributed=distributed, hooks=hooks, show_progress=show_progress, log=log,
-                      flops_per_token=config.model.flops_per_token(), peak_flops=peak_flops)
+                      flops_per_token=config.model.flops_per_token(), peak_flops=peak_flops,
+                      measure_peak=measure_peak)
     log(f"saved {run.path} at step {state.step:,} ({state.elapsed_s:.0f} s of training)")
     val = None
     if result.last_eval is not None:
