@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     data = args.out / "add.jsonl"
     addition_chats(data, args.conversations, seed=0)
     blank, chat, rl = args.out / "blank", args.out / "sft", args.out / "rl"
-    glassgpt("train", *shape, "--max-steps", "1", "--no-progress", "--out", str(blank))
+    # One step makes the blank model's run folder: compiling it (the small preset's default) would only cost time.
+    glassgpt("train", *shape, "--max-steps", "1", "--compile", "off", "--no-progress", "--out", str(blank))
     glassgpt("sft", "--model", str(blank), "--data", str(data), "--max-steps", str(args.sft_steps), *small,
              "--no-progress", "--out", str(chat))
     glassgpt("rl", "--model", str(chat), "--task", "addition", "--lr", str(args.lr), "--max-steps", str(args.rl_steps),

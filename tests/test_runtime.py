@@ -32,3 +32,21 @@ def test_auto_takes_bf16_only_when_its_best_time_is_clearly_faster(monkeypatch: 
 
     monkeypatch.setattr(runtime.time, "perf_counter", fake_clock)
     assert runtime.choose_dtype("auto", torch.device("cpu")) is expected
+
+
+def test_compile_on_a_cpu_without_a_cpp_compiler_trains_uncompiled(monkeypatch: pytest.MonkeyPatch):
+    import torch._inductor.config as inductor_config
+
+    from glassgpt.config import PRESETS
+    from glassgpt.model import GPT
+
+    model = GPT(PRESETS["tiny"].model)
+    cpu, lines = torch.device("cpu"), []
+    assert runtime.missing_cpu_compiler() is None  # CI installs g++: torch.compile works here
+    assert runtime.maybe_compile(model, "on", cpu, lines.append) is not model
+    assert runtime.maybe_compile(model, "auto", cpu, lines.append) is model and not lines  # auto: GPUs only
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    assert "No working C++ compiler" in runtime.missing_cpu_compiler()
+    # Without the check, the first forward of the compiled model raises InvalidCxxCompiler.
+    assert runtime.maybe_compile(model, "on", cpu, lines.append) is model
+    assert len(lines) == 1 and "needs a C++ compiler" in lines[0] and "training uncompiled" in lines[0]

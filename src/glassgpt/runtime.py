@@ -139,9 +139,26 @@ def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=dtype)
 
 
+def missing_cpu_compiler() -> str | None:
+    """Why torch.compile cannot build CPU kernels here (it needs a C++ compiler), or None."""
+    try:
+        from torch._inductor import cpp_builder
+
+        cpp_builder.get_cpp_compiler()
+    except Exception as err:  # InvalidCxxCompiler, or an inductor without this function
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
 def maybe_compile(model: nn.Module, setting: str, device: torch.device, log: Log) -> nn.Module:
-    """torch.compile on GPUs by default; on CPUs only when asked (it did not pay off there, see README)."""
+    """torch.compile for "on", and for "auto" on GPUs (on CPUs it pays off only in long runs, see
+    README). On a CPU without a C++ compiler the model stays uncompiled, with a line saying why:
+    compiling would otherwise fail at the first training step."""
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return model
+    if device.type == "cpu" and (reason := missing_cpu_compiler()) is not None:
+        log(f"torch.compile needs a C++ compiler on CPUs ({reason}); training uncompiled "
+            "(install g++ or clang to compile)")
         return model
     try:
         return torch.compile(model)  # type: ignore[return-value]

@@ -147,6 +147,20 @@ def test_a_metrics_line_cut_by_a_kill_is_skipped_and_dropped_on_resume(tmp_path:
     assert [r["step"] for r in run.read_metrics()] == [1, 2]
 
 
+@pytest.mark.slow
+def test_a_compiled_run_trains_as_the_eager_one_and_saves_plain_weights(tmp_path: Path, small_text_dir: Path):
+    config = tiny_config(small_text_dir, max_steps=8, eval_every=8, log_every=2)
+    eager = pretrain(config, tmp_path / "eager", **QUIET)
+    compiled_config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile="on"))
+    compiled = pretrain(compiled_config, tmp_path / "compiled", **QUIET)
+    losses = [[r["train_loss"] for r in RunFolder(tmp_path / name).read_metrics()] for name in ("eager", "compiled")]
+    assert len(losses[0]) == 4 and losses[0][-1] < losses[0][0]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)  # fused kernels round differently, no more
+    assert compiled.val.loss == pytest.approx(eager.val.loss, rel=1e-3)
+    # The run folder holds the model's own parameter names (no torch.compile wrapper prefix).
+    assert load_run(tmp_path / "compiled").model.state_dict().keys() == load_run(tmp_path / "eager").model.state_dict().keys()
+
+
 def test_refuses_to_overwrite_a_run_and_resume_needs_one(tmp_path: Path, tiny_run: Path, small_text_dir: Path):
     with pytest.raises(GlassError, match="--resume"):
         pretrain(tiny_config(small_text_dir), tiny_run, **QUIET)
