@@ -10,8 +10,8 @@ is measured between rounds too: on a shared machine the peak moves as much as th
 
     python benchmarks/bench_shapes.py [--repeats 3] [--compile off|on|both] [--quick]
 
-`--compile both` times every shape eager and under `torch.compile` (compiled before timing:
-its 15-60 s of compiling a shape are not in the rates).
+`--compile both` times every shape eager and under `torch.compile` (compiled in the warm-up
+round: the compile time is not in the rates).
 
 This measures speed only. Whether a faster shape also learns as much per minute takes training
 runs of the preset's length (hours for `small`), which `glassgpt train --preset small --layers N

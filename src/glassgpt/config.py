@@ -375,7 +375,7 @@ PRESETS: dict[str, RunConfig] = {
         preset="demo",
     ),
     # About 10M parameters, for runs of hours: compiled on CPUs too (~15% more tokens/s there,
-    # benchmarks/bench_shapes.py --compile both), which its 20-60 s of compiling pay back.
+    # benchmarks/bench_shapes.py --compile both), which pays back its tens of seconds of compiling.
     "small": RunConfig(
         model=ModelConfig(vocab_size=8192, context_length=256, n_layer=6, n_head=5, n_kv_head=5, d_model=320),
         tokenizer=TokenizerConfig("bpe", 8192),

@@ -112,7 +112,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=positive_int, metavar="N", help="record train loss and speed every N steps")
     g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")
     g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="auto = bf16 where measured faster")
-    g.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile (auto = on GPUs only; the small preset sets on)")
+    g.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile (auto = on GPUs only; train --preset small sets on)")
     g.add_argument("--seed", type=int)
 
 
