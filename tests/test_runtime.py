@@ -1,4 +1,4 @@
-"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in."""
+"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in, and whether it compiles."""
 
 from __future__ import annotations
 
