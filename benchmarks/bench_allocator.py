@@ -10,9 +10,9 @@ and ~185 into reused memory. `keep_freed_memory` turns mmap and trimming off (gl
 Two worker processes build the same models from the same seed; one calls `keep_freed_memory()`
 first, the other keeps glibc's default malloc. A process cannot
 go back to the defaults once changed, hence two. They take turns (`benchmarks.common.interleaved`,
-the order alternating), each turn two training steps as the trainer makes them (forward with
-the loss, backward, clipping at 1.0, fused AdamW; fp32, random tokens), and report tokens/s and
-the page faults a step took.
+the order alternating), each turn two training steps as the trainer makes them
+(`benchmarks.bench_shapes.step_runner`: forward with the loss, backward, clipping at 1.0, fused
+AdamW; fp32, random tokens), and report tokens/s and the page faults a step took.
 
     python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--quick]
 """
@@ -24,7 +24,6 @@ import ctypes
 import multiprocessing as mp
 import resource
 import sys
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -33,9 +32,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 
 import torch  # noqa: E402
 
+from benchmarks.bench_shapes import step_runner  # noqa: E402
 from benchmarks.common import Rate, cpu_name, fmt, interleaved, markdown_table  # noqa: E402
+from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS  # noqa: E402
-from glassgpt.model import GPT  # noqa: E402
 
 ROWS = 32  # sequences per step, as the presets train
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
@@ -61,36 +61,22 @@ def worker(keep: bool, presets: list[str], rows: int, conn: Connection) -> None:
     if keep and not keep_freed_memory():
         conn.send(("error", "this C library is not glibc: nothing to compare"))
         return
-    steps = {}
+    runners = {}
     for name in presets:
-        torch.manual_seed(0)
         config = PRESETS[name].model
-        model = GPT(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        ids = torch.randint(0, config.vocab_size, (rows, config.context_length))
-        targets = torch.randint(0, config.vocab_size, (rows, config.context_length))
-
-        def step(model=model, optimizer=optimizer, ids=ids, targets=targets) -> None:
-            model(ids, targets).loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        step()  # warm up: the first step allocates the optimizer state and fills the heap
-        steps[name] = (step, ids.numel())
+        runners[name] = step_runner(config, tokens=rows * config.context_length)
+        runners[name]()  # warm up: the first steps allocate the optimizer state and fill the heap
     conn.send(("ready", None))
     while (name := conn.recv()) is not None:
-        step, tokens = steps[name]
-        faults, start = page_faults(), time.perf_counter()
-        step()
-        step()
-        conn.send(("rate", (2 * tokens / (time.perf_counter() - start), (page_faults() - faults) / 2)))
+        faults = page_faults()
+        tokens_per_s = runners[name]()  # two steps
+        conn.send(("rate", (tokens_per_s, (page_faults() - faults) / 2)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="small,demo", help="comma-separated presets (default small,demo)")
-    parser.add_argument("--repeats", type=int, default=5, help="turns per preset and allocator (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="turns per preset and allocator (default 5)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, one turn (seconds; for tests)")
     args = parser.parse_args(argv)
     presets = ["tiny"] if args.quick else args.presets.split(",")

@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 import torch  # noqa: E402
 
 from benchmarks.common import cpu_name, fmt, interleaved, markdown_table, matmul_gflops  # noqa: E402
+from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 
@@ -59,13 +60,14 @@ def shapes(quick: bool) -> dict[str, ModelConfig]:
     }
 
 
-def step_runner(config: ModelConfig, compiled: bool = False) -> Callable[[], float]:
-    """A function that makes two training steps and returns their tokens/s."""
+def step_runner(config: ModelConfig, compiled: bool = False, tokens: int = TOKENS_PER_STEP) -> Callable[[], float]:
+    """A function that makes two training steps of `tokens` random tokens each (rounded to whole
+    windows) and returns their tokens/s."""
     torch.manual_seed(0)
     model = GPT(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     forward = torch.compile(model) if compiled else model
-    rows = max(1, TOKENS_PER_STEP // config.context_length)
+    rows = max(1, tokens // config.context_length)
     ids = torch.randint(0, config.vocab_size, (rows, config.context_length))
     targets = torch.randint(0, config.vocab_size, (rows, config.context_length))
 
@@ -83,7 +85,7 @@ def step_runner(config: ModelConfig, compiled: bool = False) -> Callable[[], flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of steps (default 3; 2 steps per round)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of steps (default 3; 2 steps per round)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="time the shapes eager (off, default), under torch.compile (on), or both")
     parser.add_argument("--quick", action="store_true", help="tiny models, one round (seconds; for tests)")

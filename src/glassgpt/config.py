@@ -374,7 +374,7 @@ PRESETS: dict[str, RunConfig] = {
                           eval_tokens=32768, save_every=200),
         preset="demo",
     ),
-    # About 10M parameters, for runs of hours: compiled on CPUs too (~15% more tokens/s there,
+    # About 10M parameters, for runs of hours: compiled on CPUs too (10-15% more tokens/s there,
     # benchmarks/bench_shapes.py --compile both), which pays back its tens of seconds of compiling.
     "small": RunConfig(
         model=ModelConfig(vocab_size=8192, context_length=256, n_layer=6, n_head=5, n_kv_head=5, d_model=320),
