@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,30 @@ def test_mfu_is_against_the_highest_peak_measured_at_evaluations():
     assert [r["peak_gflops_per_s"] for r in records] == [100, 100, 100, 400, 400, 400]
     for r in records:
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * 1e6 / (r["peak_gflops_per_s"] * 1e9), abs=1e-4)
+
+
+def test_tokens_per_s_counts_training_steps_only_not_saving_between_them():
+    model_config = ModelConfig(vocab_size=64, context_length=16, n_layer=1, n_head=2, d_model=32)
+    train = TrainConfig(batch_size=2, max_steps=15, warmup_steps=0, log_every=5, eval_every=100, save_every=5)
+    sampler = WindowSampler(np.random.default_rng(0).integers(0, 64, 2000), 16, 2, 1, seed=5)
+
+    def slow_loss(model, batch):  # ~0.05 s a step, so the records' rounded times are exact enough
+        time.sleep(0.05)
+        return next_token_loss(model, batch)
+
+    records: list[dict] = []
+    hooks = LoopHooks(save=lambda state, interrupted: time.sleep(0.5), record=records.append)
+    model = GPT(model_config)
+    run_loop(model, torch.optim.SGD(model.parameters(), lr=0.0), sampler.next_step, slow_loss, train,
+             TrainerState(), device=torch.device("cpu"), hooks=hooks, **QUIET)
+    # Each window's speed is its tokens over its steps' time (the records' elapsed_s, which
+    # excludes saving); a 0.5 s save after steps 5 and 10 once cut the next window's speed ~3x.
+    assert [r["step"] for r in records] == [5, 10, 15]
+    previous = {"tokens_seen": 0, "elapsed_s": 0.0}
+    for r in records:
+        steps_speed = (r["tokens_seen"] - previous["tokens_seen"]) / (r["elapsed_s"] - previous["elapsed_s"])
+        assert r["tokens_per_s"] == pytest.approx(steps_speed, rel=0.08)
+        previous = r
 
 
 def test_k_micro_batches_of_b_equal_one_batch_of_k_times_b():
