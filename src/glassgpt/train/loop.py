@@ -105,9 +105,9 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
     bar = tqdm(total=1000, disable=not (show_progress and main), unit="‰", dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
                initial=int(1000 * min(1.0, progress(train, state))))
-    # A window's speed is its tokens over its steps' own times: evaluation, peak measurements and
-    # saving between steps are not training (a save used to slow the next window's tokens/s).
-    window_tokens, window_seconds, tokens_per_s = 0, 0.0, 0.0
+    # A logging window's speed is the run's tokens and training time gained since the last log:
+    # evaluation, peak measurements and saving between steps are not training time.
+    window_start, tokens_per_s = (state.tokens_seen, state.elapsed_s), 0.0
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     track_attention_logits(model, train.qk_clip > 0)
@@ -141,15 +141,13 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
             # Every process adds the slowest one's step time, so all agree when the budget ends.
             (step_seconds,) = all_reduce([time.perf_counter() - step_start], "max", distributed, device)
             state.elapsed_s += step_seconds
-            window_tokens += step_tokens
-            window_seconds += step_seconds
             bar.update(int(1000 * min(1.0, progress(train, state))) - bar.n)
 
             is_last = progress(train, state) >= 1.0
             is_eval = state.step % train.eval_every == 0 or is_last
             if state.step % train.log_every == 0 or is_eval:
                 (loss_sum,) = all_reduce([loss_sum], "mean", distributed, device)
-                tokens_per_s = window_tokens / max(window_seconds, 1e-9)
+                tokens_per_s = (state.tokens_seen - window_start[0]) / max(state.elapsed_s - window_start[1], 1e-9)
                 if is_eval and measure_peak is not None:
                     peak_flops = max(peak_flops, measure_peak())
                 record: dict[str, Any] = {
@@ -172,7 +170,7 @@ def run_loop(model: nn.Module, optimizer: Optimizer, next_batches: Callable[[], 
                     if main:
                         bar.write(f"step {state.step:>6,} | train loss {loss_sum:.3f} | "
                                   f"{hooks.describe_eval(last_eval)} | {speed}")
-                window_tokens, window_seconds = 0, 0.0
+                window_start = (state.tokens_seen, state.elapsed_s)
                 if main and hooks.record is not None:
                     hooks.record(record)
                 bar.set_postfix_str(f"step {state.step:,} loss {loss_sum:.3f} {speed}", refresh=False)
