@@ -14,13 +14,12 @@ the order alternating), each turn two training steps as the trainer makes them
 (`benchmarks.bench_shapes.step_runner`: forward with the loss, backward, clipping at 1.0, fused
 AdamW; fp32, random tokens), and report tokens/s and the page faults a step took.
 
-    python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--quick]
+    python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--compile off|on] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import multiprocessing as mp
 import resource
 import sys
@@ -36,27 +35,14 @@ from benchmarks.bench_shapes import step_runner  # noqa: E402
 from benchmarks.common import Rate, cpu_name, fmt, interleaved, markdown_table  # noqa: E402
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS  # noqa: E402
+from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 ROWS = 32  # sequences per step, as the presets train
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-
-
-def keep_freed_memory() -> bool:
-    """Make this process's malloc keep freed memory for reuse; False where it is not glibc's."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # Trimming off too: with mmap off, a large free at the top of the heap would shrink it.
-    return bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(mallopt(M_MMAP_MAX, 0))
-
-
 def page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def worker(keep: bool, presets: list[str], rows: int, conn: Connection) -> None:
+def worker(keep: bool, presets: list[str], rows: int, compiled: bool, conn: Connection) -> None:
     """Serve "run PRESET" requests: two training steps, answered with (tokens/s, faults a step)."""
     if keep and not keep_freed_memory():
         conn.send(("error", "this C library is not glibc: nothing to compare"))
@@ -64,7 +50,7 @@ def worker(keep: bool, presets: list[str], rows: int, conn: Connection) -> None:
     runners = {}
     for name in presets:
         config = PRESETS[name].model
-        runners[name] = step_runner(config, tokens=rows * config.context_length)
+        runners[name] = step_runner(config, compiled, tokens=rows * config.context_length)
         runners[name]()  # warm up: the first steps allocate the optimizer state and fill the heap
     conn.send(("ready", None))
     while (name := conn.recv()) is not None:
@@ -77,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="small,demo", help="comma-separated presets (default small,demo)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="turns per preset and allocator (default 5)")
+    parser.add_argument("--compile", choices=("off", "on"), default="off",
+                        help="time the steps eager (off, default) or under torch.compile (on, as `small` trains)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, one turn (seconds; for tests)")
     args = parser.parse_args(argv)
     presets = ["tiny"] if args.quick else args.presets.split(",")
@@ -90,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     processes = []
     for label, keep in (("default malloc", False), ("keep freed memory", True)):
         ours, theirs = context.Pipe()
-        process = context.Process(target=worker, args=(keep, presets, ROWS, theirs), daemon=True)
+        process = context.Process(target=worker, args=(keep, presets, ROWS, args.compile == "on", theirs), daemon=True)
         process.start()
         processes.append(process)
         kind, message = ours.recv()
@@ -117,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         conn.send(None)
     for process in processes:
         process.join()
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {ROWS} sequences a step, "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {'compiled' if args.compile == 'on' else 'eager'}, "
+          f"{ROWS} sequences a step, "
           f"medians of {repeats} turns of 2 steps\n")
     print(markdown_table(["preset", "malloc", "tokens/s", "vs default", "page faults a step", "spread"], lines))
     return 0

@@ -36,6 +36,7 @@ from benchmarks.common import interleaved, seconds  # noqa: E402
 from glassgpt import model as model_module  # noqa: E402
 from glassgpt.config import preset  # noqa: E402
 from glassgpt.model import GPT, ChunkedCrossEntropy  # noqa: E402
+from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 SHAPES = {name: (preset(name).train.batch_size * preset(name).model.context_length, preset(name).model.d_model,
                  preset(name).model.vocab_size) for name in ("demo", "small")}  # name: (B*T, D, V)
@@ -115,11 +116,11 @@ def bench_step(rows: list[int], repeats: int) -> None:
     targets = torch.roll(ids, -1, dims=1)
 
     def chunked_loss(r: int) -> torch.Tensor:
-        default, model_module.LOSS_CHUNK_ROWS = model_module.LOSS_CHUNK_ROWS, r
+        default, model_module.LOSS_CHUNK_LOGITS = model_module.LOSS_CHUNK_LOGITS, r * config.model.vocab_size
         try:
             return model(ids, targets=targets).loss
         finally:
-            model_module.LOSS_CHUNK_ROWS = default
+            model_module.LOSS_CHUNK_LOGITS = default
 
     steps = {FULL: lambda: F.cross_entropy(model(ids).logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)}
     for r in rows:
@@ -136,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", action="store_true", help="also time a whole demo-model forward + backward")
     args = parser.parse_args(argv)
     rows = [int(r) for r in args.rows.split(",")]
+    keep_freed_memory()  # as the training commands do: large chunks' logits are not faulted in afresh
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"GPT uses LOSS_CHUNK_ROWS={model_module.LOSS_CHUNK_ROWS}")
+          f"GPT's loss takes {model_module.LOSS_CHUNK_LOGITS:,} logits a chunk "
+          f"({model_module.loss_chunk_rows(preset('small').model.vocab_size):,} rows at the presets' vocabulary)")
     for name in args.shapes.split(","):
         bench_loss(name, rows, args.repeats if name == "demo" else max(1, args.repeats - 2))
     if args.step:

@@ -3,8 +3,9 @@
 The `small` preset (6 layers, d_model 320, 5 heads of 64, context 256) against other shapes of
 about as many parameters, each a full training step as the trainer makes it: forward with the
 loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
-random tokens). Steps of all shapes are interleaved (`benchmarks.common.interleaved`, the order
-alternating), and the fp32 matmul peak (the trainer's reference, `glassgpt.runtime.matmul_flops`)
+random tokens), with malloc keeping freed memory as the training commands make it
+(`glassgpt.runtime.keep_freed_memory`). Steps of all shapes are interleaved
+(`benchmarks.common.interleaved`, the order alternating), and the fp32 matmul peak (the trainer's reference, `glassgpt.runtime.matmul_flops`)
 is measured between rounds too: on a shared machine the peak moves as much as the steps do
 (139-186 GFLOP/s in one afternoon here), so MFU is the median step rate against the median peak.
 
@@ -36,6 +37,7 @@ from benchmarks.common import cpu_name, fmt, interleaved, markdown_table, matmul
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
+from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 TOKENS_PER_STEP = 32 * 256
 
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny models, one round (seconds; for tests)")
     args = parser.parse_args(argv)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    keep_freed_memory()  # as `glassgpt train` does
     configs = {f"{name}, compiled" if compiled else name: (config, compiled)
                for name, config in shapes(args.quick).items() for compiled in modes}
     runners = {name: step_runner(config, compiled) for name, (config, compiled) in configs.items()}

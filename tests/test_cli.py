@@ -19,6 +19,22 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture):
         assert "usage: glassgpt " + command in capsys.readouterr().out
 
 
+def test_only_training_commands_make_malloc_keep_freed_memory(monkeypatch: pytest.MonkeyPatch):
+    from glassgpt import cli
+    from glassgpt.commands import look_cmd, train_cmd
+
+    kept = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: kept.append(True) or True)
+    monkeypatch.setattr(train_cmd, "run", lambda args: 0)
+    monkeypatch.setattr(look_cmd, "run_next", lambda args: 0)
+    assert main(["train", "--preset", "tiny"]) == 0
+    assert kept == [True]
+    assert main(["look", "next", "The"]) == 0
+    assert kept == [True]
+    subcommands = cli.build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+    assert cli.TRAINING_COMMANDS <= set(subcommands)
+
+
 def test_generate_streams_and_greedy_is_deterministic(tiny_run: Path, capsys: pytest.CaptureFixture):
     args = ("generate", "--model", str(tiny_run), "In the beginning", "-t", "0", "-n", "12")
     code, first, _ = run_cli(capsys, *args)

@@ -156,9 +156,10 @@ def test_chunked_cross_entropy_is_exact_when_the_targets_probability_underflows(
 @pytest.mark.parametrize("chunk_rows", [1, 7, 1000])  # 2 x 24 = 48 rows: 7 does not divide them
 @pytest.mark.parametrize("name", CONFIGS)
 def test_training_loss_and_gradients_equal_full_logits(name, chunk_rows, monkeypatch):
-    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", chunk_rows)
-    torch.manual_seed(0)
     config = CONFIGS[name]
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_LOGITS", chunk_rows * config.vocab_size)
+    assert model_module.loss_chunk_rows(config.vocab_size) == chunk_rows
+    torch.manual_seed(0)
     model = GPT(config).double()
     ids = torch.randint(0, config.vocab_size, (2, 24))
     targets = torch.roll(ids, -1, dims=1)

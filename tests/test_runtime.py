@@ -1,6 +1,9 @@
-"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in, and whether it compiles."""
+"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in, whether it compiles, and malloc keeping freed memory."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -50,3 +53,33 @@ def test_compile_on_a_cpu_without_a_cpp_compiler_trains_uncompiled(monkeypatch: 
     # Without the check, the first forward of the compiled model raises InvalidCxxCompiler.
     assert runtime.maybe_compile(model, "on", cpu, lines.append) is model
     assert len(lines) == 1 and "needs a C++ compiler" in lines[0] and "training uncompiled" in lines[0]
+
+
+FAULTS_A_STEP = """
+import resource, torch
+from glassgpt.runtime import keep_freed_memory
+if {keep}:
+    assert keep_freed_memory()
+x, w = torch.randn(4096, 64), torch.randn(64, 2304, requires_grad=True)  # x @ w: 36 MB, over glibc's mmap threshold
+def step():
+    y = torch.nn.functional.silu(x @ w)
+    (y * y).mean().backward()
+    w.grad = None
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keeping_freed_memory_stops_the_page_faults_of_each_step():
+    faults = {keep: int(subprocess.run([sys.executable, "-c", FAULTS_A_STEP.format(keep=keep)],
+                                       capture_output=True, text=True, check=True).stdout)
+              for keep in (False, True)}
+    # Each step's 36 MB blocks (the product, silu, square and their gradients; 9,216 pages each)
+    # fault in again, at least four of them...
+    assert faults[False] > 4 * 36 * 2**20 // 4096, faults
+    assert faults[True] < faults[False] / 4, faults  # ...unless malloc keeps them

@@ -378,17 +378,24 @@ class GPT(nn.Module):
             return ModelOutput(self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x))
         # The output layer and the loss together, a few rows at a time (see below).
         loss = ChunkedCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T),
-                                         LOSS_CHUNK_ROWS, torch.is_grad_enabled())
+                                         loss_chunk_rows(self.lm_head.weight.shape[0]), torch.is_grad_enabled())
         return ModelOutput(None, loss)
 
 
-# Rows of the flattened (B*T, D) hidden states per chunk of the training loss, measured with
-# `python benchmarks/bench_loss_chunks.py --rows 256,512,1024,2048 --step` on a quiet 2-core CPU
-# (medians): a whole demo forward + backward 726 ms with 512 rows vs 774 ms with 2048 (the
-# small preset's output layer + loss 984 vs 1049 ms): a 512-row chunk's logits (16 MB at V=8192)
-# stay in cache between the softmax and the two gradient matmuls. 256 was no faster, and with
-# other processes on the cores smaller chunks (more, smaller kernels) were slower.
-LOSS_CHUNK_ROWS = 512
+# Logits per chunk of the training loss (2**25: 128 MB in float32, 4,096 rows of an 8,192-token
+# vocabulary, 667 of GPT-2's), measured with `python benchmarks/bench_loss_chunks.py --rows
+# 256,512,1024,2048,4096` on the 2-core CPU, with malloc keeping freed memory as the training
+# commands make it (medians): the small preset's output layer + loss 836 ms in 512-row chunks,
+# 781 in 2,048, 768 in 4,096; whole training steps interleaved (a one-off A/B, spreads 8-22%):
+# compiled small +2.6% tokens/s with 4,096 rows against 512, the demo +1.5%. (Before malloc kept memory, 512 rows were fastest: a larger chunk's
+# logits were fresh pages from the OS at every chunk.) A budget in logits, not rows, keeps a
+# large vocabulary's chunks as small in memory.
+LOSS_CHUNK_LOGITS = 2**25
+
+
+def loss_chunk_rows(vocab_size: int) -> int:
+    """Rows of the flattened (B*T, D) hidden states per chunk of the training loss."""
+    return max(1, LOSS_CHUNK_LOGITS // vocab_size)
 # The loss reads log p[target] as log(softmax[target]); below this (p < 2e-35, near float32's
 # smallest normal number) that loses precision or is -inf, so such rows are computed exactly.
 LOG_TINY = -80.0
