@@ -17,8 +17,11 @@ def test_demo_trains_reports_and_samples_at_three_temperatures(tmp_path: Path, c
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     # a step budget, not a time budget: a busy machine still logs enough steps to draw a curve
-    assert main(["demo", "--minutes", "30", "--max-steps", "25", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--minutes", "30", "--max-steps", "25", "--dtype", "fp32", "--out", str(out),
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
+    assert "; float32 on " in printed  # --dtype fp32 holds even where bf16 is faster
+    assert json.loads((out / "config.json").read_text())["train"]["dtype"] == "fp32"
     for temperature in ("[t=0]", "[t=0.8]", "[t=1.2]"):
         assert printed.count(temperature) == 4  # one per prompt
     report = (out / "report.md").read_text()

@@ -51,8 +51,8 @@ def counting_baseline(config: RunConfig) -> float:
 
 def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: torch.device | None,
              show_progress: bool = True, log: Log = print, max_new_tokens: int = 60,
-             max_steps: int | None = None) -> DemoResult:
-    changes: dict[str, float] = {"time_budget_min": minutes}
+             max_steps: int | None = None, dtype: str = "auto") -> DemoResult:
+    changes: dict[str, float | str] = {"time_budget_min": minutes, "dtype": dtype}
     if max_steps is not None:
         changes["max_steps"] = max_steps
     config = dataclasses.replace(preset("demo"), train=dataclasses.replace(preset("demo").train, **changes))

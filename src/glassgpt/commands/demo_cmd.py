@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=positive_float, default=4.0, help="training time (default 4)")
     p.add_argument("--max-steps", type=positive_int, metavar="N",
                    help="also stop after N optimizer steps (a quick check that is the same on any machine)")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto (default) = bf16 where measured faster, as on CPUs with native bf16; "
+                        "fp32 = the issue's measure on any machine")
     p.add_argument("--out", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     add_device_option(p)
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             raise GlassError(f"{args.out} already holds a run: pass --overwrite to replace it, or --out DIR")
         shutil.rmtree(args.out)
     result = run_demo(args.out, args.minutes, cache_dir=cache_dir(), device=device(args),
-                      show_progress=not args.no_progress, max_steps=args.max_steps)
+                      show_progress=not args.no_progress, max_steps=args.max_steps, dtype=args.dtype)
     current = None
     for sample in result.samples:
         if sample.prompt != current:
