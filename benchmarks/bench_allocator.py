@@ -38,6 +38,8 @@ from glassgpt.config import PRESETS  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 ROWS = 32  # sequences per step, as the presets train
+
+
 def page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     processes = []
     for label, keep in (("default malloc", False), ("keep freed memory", True)):
         ours, theirs = context.Pipe()
-        process = context.Process(target=worker, args=(keep, presets, ROWS, args.compile == "on", theirs), daemon=True)
+        process = context.Process(target=worker, args=(keep, presets, ROWS, args.compile == "on", theirs),
+                                  daemon=True)
         process.start()
         processes.append(process)
         kind, message = ours.recv()
@@ -105,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         conn.send(None)
     for process in processes:
         process.join()
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {'compiled' if args.compile == 'on' else 'eager'}, "
-          f"{ROWS} sequences a step, "
+    mode = "compiled" if args.compile == "on" else "eager"
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {mode}, {ROWS} sequences a step, "
           f"medians of {repeats} turns of 2 steps\n")
     print(markdown_table(["preset", "malloc", "tokens/s", "vs default", "page faults a step", "spread"], lines))
     return 0

@@ -5,9 +5,10 @@ about as many parameters, each a full training step as the trainer makes it: for
 loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
 random tokens), with malloc keeping freed memory as the training commands make it
 (`glassgpt.runtime.keep_freed_memory`). Steps of all shapes are interleaved
-(`benchmarks.common.interleaved`, the order alternating), and the fp32 matmul peak (the trainer's reference, `glassgpt.runtime.matmul_flops`)
-is measured between rounds too: on a shared machine the peak moves as much as the steps do
-(139-186 GFLOP/s in one afternoon here), so MFU is the median step rate against the median peak.
+(`benchmarks.common.interleaved`, the order alternating), and the fp32 matmul peak (the
+trainer's reference, `glassgpt.runtime.matmul_flops`) is measured between rounds too: on a
+shared machine the peak moves as much as the steps do (139-186 GFLOP/s in one afternoon here),
+so MFU is the median step rate against the median peak.
 
     python benchmarks/bench_shapes.py [--repeats 3] [--compile off|on|both] [--quick]
 

@@ -387,15 +387,17 @@ class GPT(nn.Module):
 # 256,512,1024,2048,4096` on the 2-core CPU, with malloc keeping freed memory as the training
 # commands make it (medians): the small preset's output layer + loss 836 ms in 512-row chunks,
 # 781 in 2,048, 768 in 4,096; whole training steps interleaved (a one-off A/B, spreads 8-22%):
-# compiled small +2.6% tokens/s with 4,096 rows against 512, the demo +1.5%. (Before malloc kept memory, 512 rows were fastest: a larger chunk's
-# logits were fresh pages from the OS at every chunk.) A budget in logits, not rows, keeps a
-# large vocabulary's chunks as small in memory.
+# compiled small +2.6% tokens/s with 4,096 rows against 512, the demo +1.5%. (Before malloc
+# kept memory, 512 rows were fastest: a larger chunk's logits were fresh pages from the OS at
+# every chunk.) A budget in logits, not rows, keeps a large vocabulary's chunks as small.
 LOSS_CHUNK_LOGITS = 2**25
 
 
 def loss_chunk_rows(vocab_size: int) -> int:
     """Rows of the flattened (B*T, D) hidden states per chunk of the training loss."""
     return max(1, LOSS_CHUNK_LOGITS // vocab_size)
+
+
 # The loss reads log p[target] as log(softmax[target]); below this (p < 2e-35, near float32's
 # smallest normal number) that loses precision or is -inf, so such rows are computed exactly.
 LOG_TINY = -80.0

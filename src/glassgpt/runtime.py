@@ -1,9 +1,10 @@
 """The runtime: where and how tensors run, in one place.
 
 Owns the device choice, the dtype choice and its autocast, `torch.compile`, seeding, how the
-C library's malloc keeps freed memory for training, and multi-process training: the process group (gloo on CPUs, NCCL on GPUs) that `torchrun`
-starts, the rank, printing from rank 0 only, the few collectives the training loop needs,
-and the wrapping of a model for DistributedDataParallel or FSDP2.
+C library's malloc keeps freed memory for training, and multi-process training: the process
+group (gloo on CPUs, NCCL on GPUs) that `torchrun` starts, the rank, printing from rank 0 only,
+the few collectives the training loop needs, and the wrapping of a model for
+DistributedDataParallel or FSDP2.
 
 Nothing here reads the environment: the CLI reads torchrun's variables (RANK, WORLD_SIZE,
 LOCAL_RANK) and passes them in as a `Distributed`.
@@ -178,8 +179,9 @@ def keep_freed_memory() -> bool:
     blocks over its mmap threshold (adapting up to 32 MB) with fresh pages from the OS and gives
     them back on free, so every step pays again for faulting in and zeroing them (~35,000 page
     faults a `small` step here). With mmap and trimming off, freed blocks stay in the heap for
-    the next step: 1.07x the tokens/s of `small` and of the demo (`benchmarks/bench_allocator.py`).
-    The process keeps its peak memory until it exits, which training holds anyway.
+    the next step: 1.07x the tokens/s of `small` and of the demo
+    (`benchmarks/bench_allocator.py`). The process keeps its peak memory until it exits, which
+    training holds anyway.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
