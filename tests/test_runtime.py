@@ -1,4 +1,5 @@
-"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in, whether it compiles, and malloc keeping freed memory."""
+"""The run-time choices of `glassgpt.runtime`: which dtype a run computes in, whether it
+compiles, and whether malloc keeps freed memory."""
 
 from __future__ import annotations
 

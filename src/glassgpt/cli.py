@@ -40,7 +40,7 @@ COMMANDS = [demo_cmd, train_cmd, generate_cmd, eval_cmd, export_cmd, import_cmd,
 
 
 # The subcommands that train: each step frees and allocates the same large blocks, which malloc
-# then keeps for the next step instead of faulting fresh pages in (1.07x the tokens/s here).
+# then keeps for the next step instead of faulting fresh pages in (`keep_freed_memory` says why).
 TRAINING_COMMANDS = frozenset({"demo", "train", "sft", "rl", "pipeline"})
 
 
