@@ -14,13 +14,18 @@ the order alternating), each turn two training steps as the trainer makes them
 (`benchmarks.bench_shapes.step_runner`: forward with the loss, backward, clipping at 1.0, fused
 AdamW; fp32, random tokens), and report tokens/s and the page faults a step took.
 
-    python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--compile off|on] [--quick]
+`--huge-pages` adds a third worker that keeps freed memory and also asks for transparent huge
+pages (PyTorch's own switch, `THP_MEM_ALLOC_ENABLE=1`: blocks of 2 MB and more aligned to 2 MB
+and `madvise`d), for fewer TLB misses on the large activations.
+
+    python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--compile off|on] [--huge-pages] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import sys
 from multiprocessing.connection import Connection
@@ -44,16 +49,31 @@ def page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def worker(keep: bool, presets: list[str], rows: int, compiled: bool, conn: Connection) -> None:
+def huge_page_kb() -> int:
+    """Anonymous memory of this process in transparent huge pages, in kB (0 if unknown)."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="utf-8") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("AnonHugePages:")), 0)
+    except OSError:
+        return 0
+
+
+def worker(keep: bool, huge_pages: bool, presets: list[str], rows: int, compiled: bool, conn: Connection) -> None:
     """Serve "run PRESET" requests: two training steps, answered with (tokens/s, faults a step)."""
     if keep and not keep_freed_memory():
         conn.send(("error", "this C library is not glibc: nothing to compare"))
         return
+    if huge_pages:  # read by PyTorch's CPU allocator at its allocations, so before the models
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
     runners = {}
     for name in presets:
         config = PRESETS[name].model
         runners[name] = step_runner(config, compiled, tokens=rows * config.context_length)
         runners[name]()  # warm up: the first steps allocate the optimizer state and fill the heap
+    if huge_pages and huge_page_kb() == 0:
+        conn.send(("error", "the kernel gave no transparent huge pages (/sys/kernel/mm/transparent_hugepage/enabled "
+                            "is 'never'?): nothing to compare"))
+        return
     conn.send(("ready", None))
     while (name := conn.recv()) is not None:
         faults = page_faults()
@@ -67,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=5, help="turns per preset and allocator (default 5)")
     parser.add_argument("--compile", choices=("off", "on"), default="off",
                         help="time the steps eager (off, default) or under torch.compile (on, as `small` trains)")
+    parser.add_argument("--huge-pages", action="store_true",
+                        help="also time keeping freed memory with transparent huge pages")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, one turn (seconds; for tests)")
     args = parser.parse_args(argv)
     presets = ["tiny"] if args.quick else args.presets.split(",")
@@ -78,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     context = mp.get_context("spawn")  # fresh processes: glibc's malloc as it starts
     conns: dict[str, Connection] = {}
     processes = []
-    for label, keep in (("default malloc", False), ("keep freed memory", True)):
+    workers = [("default malloc", False, False), ("keep freed memory", True, False)]  # (label, keep, huge pages)
+    if args.huge_pages:
+        workers.append(("keep + huge pages", True, True))
+    for label, keep, huge_pages in workers:
         ours, theirs = context.Pipe()
-        process = context.Process(target=worker, args=(keep, presets, ROWS, args.compile == "on", theirs),
-                                  daemon=True)
+        process = context.Process(target=worker,
+                                  args=(keep, huge_pages, presets, ROWS, args.compile == "on", theirs), daemon=True)
         process.start()
         processes.append(process)
         kind, message = ours.recv()

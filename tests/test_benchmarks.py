@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from glassgpt.cli import build_parser
 from glassgpt.commands.train_cmd import build_config
@@ -191,6 +192,29 @@ def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
     assert len(rows) == 2 and all("%" in row for row in rows)
 
 
+def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
+    bench_attention = importlib.import_module("benchmarks.bench_attention")
+    # The blocked version is causal attention itself, not an approximation: equal to SDPA.
+    q, k, v = torch.randn(3, 2, 4, 32, 16).unbind(0)
+    for blocks in (1, 2, 4):
+        torch.testing.assert_close(bench_attention.blocked(blocks, 32)(q, k, v), bench_attention.sdpa(q, k, v),
+                                   atol=1e-5, rtol=1e-5)
+    # The hand-written backward gives autograd's gradients through SDPA.
+    grad_out = torch.randn(2, 4, 32, 16)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    bench_attention.hand_written(4)(*leaves).backward(grad_out)
+    expected = [x.clone().requires_grad_() for x in (q, k, v)]
+    bench_attention.sdpa(*expected).backward(grad_out)
+    for ours, theirs in zip(leaves, expected, strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
+    assert bench_attention.main(["--quick", "--step"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"sdpa", "masked matmuls", "blocked matmuls, 4 blocks", "hand-written backward, 4 blocks",
+            "q @ k^T alone (bmm)", "tiny step, sdpa", "tiny step, hand-written backward, 4 blocks"} <= set(rows)
+    assert "1.00x" in rows["sdpa"]
+
+
 def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, capsys):
     rl_addition = importlib.import_module("benchmarks.rl_addition")
     out = tmp_path / "exp"
@@ -223,3 +247,19 @@ def test_bench_allocator_compares_both_mallocs(capsys):
     assert bench_allocator.main(["--quick"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny")]
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory"]
+
+
+def _transparent_huge_pages_off() -> bool:
+    try:
+        return "[never]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _transparent_huge_pages_off(),
+                    reason="glibc's malloc and transparent huge pages")
+def test_bench_allocator_adds_huge_pages_on_request(capsys):
+    bench_allocator = importlib.import_module("benchmarks.bench_allocator")
+    assert bench_allocator.main(["--quick", "--huge-pages"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny")]
+    assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory", "keep + huge pages"]
