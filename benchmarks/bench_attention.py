@@ -90,6 +90,8 @@ class HandWrittenBlocked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int) -> torch.Tensor:
         B, H, T, Dh = q.shape
+        if T % blocks:
+            raise ValueError(f"{T} positions do not split into {blocks} equal blocks")
         size, scale = T // blocks, Dh**-0.5
         # (B*H, T, Dh): the layout batched matmuls take (a copy of the projection's views).
         Q, K, V = (x.reshape(B * H, T, Dh) for x in (q, k, v))
