@@ -24,7 +24,6 @@ and `madvise`d), for fewer TLB misses on the large activations.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import resource
 import sys
@@ -37,7 +36,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 import torch  # noqa: E402
 
 from benchmarks.bench_shapes import step_runner  # noqa: E402
-from benchmarks.common import Rate, cpu_name, fmt, interleaved, markdown_table  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Rate,
+    cpu_name,
+    fmt,
+    interleaved,
+    markdown_table,
+    start_workers,
+    stop_workers,
+)
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
@@ -97,23 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown preset {unknown[0]!r}: choose from {', '.join(PRESETS)}")
     repeats = 1 if args.quick else args.repeats
 
-    context = mp.get_context("spawn")  # fresh processes: glibc's malloc as it starts
-    conns: dict[str, Connection] = {}
-    processes = []
-    workers = [("default malloc", False, False), ("keep freed memory", True, False)]  # (label, keep, huge pages)
+    # Fresh processes: glibc's malloc as it starts.
+    workers = {"default malloc": (False, False), "keep freed memory": (True, False)}  # label: (keep, huge pages)
     if args.huge_pages:
-        workers.append(("keep + huge pages", True, True))
-    for label, keep, huge_pages in workers:
-        ours, theirs = context.Pipe()
-        process = context.Process(target=worker,
-                                  args=(keep, huge_pages, presets, ROWS, args.compile == "on", theirs), daemon=True)
-        process.start()
-        processes.append(process)
-        kind, message = ours.recv()
-        if kind == "error":
-            print(f"bench_allocator: {message}", file=sys.stderr)
-            return 1
-        conns[label] = ours
+        workers["keep + huge pages"] = (True, True)
+    conns = start_workers("bench_allocator", {
+        label: (worker, (keep, huge_pages, presets, ROWS, args.compile == "on"))
+        for label, (keep, huge_pages) in workers.items()})
 
     faults: dict[tuple[str, str], Rate] = {}
     lines = []
@@ -129,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, rate in rates.items():
             lines.append([name, label, fmt(rate.median), f"{rate.median / base:.2f}x",
                           fmt(faults[name, label].median), f"{rate.spread:.0%}"])
-    for conn in conns.values():
-        conn.send(None)
-    for process in processes:
-        process.join()
+    stop_workers(conns)
     mode = "compiled" if args.compile == "on" else "eager"
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {mode}, {ROWS} sequences a step, "
           f"medians of {repeats} turns of 2 steps\n")

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing as mp
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -48,14 +47,21 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.bench_shapes import step_runner  # noqa: E402
-from benchmarks.common import cpu_name, fmt, interleaved, markdown_table, matmul_gflops, seconds  # noqa: E402
+from benchmarks.bench_shapes import TOKENS_PER_STEP, step_runner  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    cpu_name,
+    fmt,
+    interleaved,
+    markdown_table,
+    matmul_gflops,
+    seconds,
+    start_workers,
+    stop_workers,
+)
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
-
-TOKENS_PER_STEP = 32 * 256  # as bench_shapes: the presets' training step
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -168,33 +174,24 @@ def step_worker(config: ModelConfig, compiled: bool, hand_written_blocks: int, c
     keep_freed_memory()
     run = step_runner(config, compiled)
     run()  # warm up (and compile)
-    conn.send("ready")
-    while conn.recv():
+    conn.send(("ready", None))
+    while conn.recv() is not None:
         conn.send(run())
 
 
 def whole_steps(preset: str, repeats: int) -> list[list[str]]:
     """Training steps with SDPA and with the hand-written attention, in turns: table rows."""
-    context = mp.get_context("spawn")
     config, compiled = PRESETS[preset].model, PRESETS[preset].train.compile == "on"
     config = dataclasses.replace(config, n_kv_head=config.n_head)  # the hand-written version has no GQA
-    conns = {}
-    for label, blocks in (("sdpa", 0), ("hand-written backward, 4 blocks", 4)):
-        ours, theirs = context.Pipe()
-        context.Process(target=step_worker, args=(config, compiled, blocks, theirs), daemon=True).start()
-        try:
-            ours.recv()
-        except EOFError:
-            raise SystemExit(f"bench_attention: the {label} worker failed (its error is above)") from None
-        conns[label] = ours
+    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, blocks))
+                                              for label, blocks in (("sdpa", 0), ("hand-written backward, 4 blocks", 4))})
 
     def turn(label: str) -> float:
         conns[label].send(True)
         return conns[label].recv()
 
     rates = interleaved({label: (lambda label=label: turn(label)) for label in conns}, repeats)
-    for conn in conns.values():
-        conn.send(False)
+    stop_workers(conns)
     base = rates["sdpa"].median
     return [[f"{preset} step, {label}", fmt(rate.median), f"{rate.median / base:.2f}x", f"{rate.spread:.0%}"]
             for label, rate in rates.items()]

@@ -8,12 +8,14 @@ reported number is the median over repeats, and the ratio compares medians.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 
 import torch
 
@@ -49,6 +51,34 @@ def interleaved(runners: dict[str, Callable[[], float]], repeats: int) -> dict[s
         for name in names if r % 2 == 0 else reversed(names):
             rates[name].samples.append(runners[name]())
     return rates
+
+
+def start_workers(prog: str, workers: dict[str, tuple[Callable[..., None], tuple]]) -> dict[str, Connection]:
+    """Start each worker, `target(*args, conn)`, in a fresh (spawned) process, and wait until each
+    sends ("ready", None); the returned connections then carry the benchmark's turns, and
+    `stop_workers` ends them. For what one process cannot undo (its malloc settings, what
+    `torch.compile` traced). A worker that sends ("error", message), or dies, stops the
+    benchmark with a one-line message."""
+    context = mp.get_context("spawn")
+    conns = {}
+    for label, (target, args) in workers.items():
+        ours, theirs = context.Pipe()
+        context.Process(target=target, args=(*args, theirs), daemon=True).start()
+        theirs.close()  # the child's end now lives in the child only: its exit ends `recv` with EOFError
+        try:
+            kind, message = ours.recv()
+        except EOFError:
+            kind, message = "error", f"the {label} worker failed (its error is above)"
+        if kind == "error":
+            raise SystemExit(f"{prog}: {message}")
+        conns[label] = ours
+    return conns
+
+
+def stop_workers(conns: dict[str, Connection]) -> None:
+    """Tell each worker of `start_workers` to exit (None)."""
+    for conn in conns.values():
+        conn.send(None)
 
 
 def seconds(fn: Callable[[], object]) -> float:
