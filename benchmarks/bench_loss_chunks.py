@@ -5,7 +5,7 @@ repeats), the old full-logits path `F.cross_entropy((h @ W.T).float(), targets,
 ignore_index=-1)` against `ChunkedCrossEntropy` (what `GPT.forward` uses with targets) at
 several chunk sizes, on random fp32 hidden states h (B*T, D) and a random output matrix W
 (V, D), at the shapes of two presets, `demo` and `small` (a batch's tokens B*T, D and V from the
-preset: 4096 x 192 x 8192 and 8192 x 320 x 8192 today). Each variant's loss and gradients are checked against the
+preset: 4096 x 192 x 8192 and 8192 x 384 x 8192 today). Each variant's loss and gradients are checked against the
 full-logits ones first. `--step` also times a whole forward + backward of the demo model, with
 the full logits and with each chunk size (~30 s more on a quiet machine).
 

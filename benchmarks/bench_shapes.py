@@ -1,6 +1,6 @@
 """Which shape of a ~10M-parameter model trains fastest on this CPU, and at what MFU?
 
-The `small` preset (6 layers, d_model 320, 5 heads of 64, context 256) against other shapes of
+The `small` preset (4 layers, d_model 384, 3 heads of 128, context 256) against other shapes of
 about as many parameters and against the same shape built as GPT-2 (the reference the MFU
 target was set by), each a full training step as the trainer makes it: forward with the
 loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
@@ -56,9 +56,9 @@ def shapes(quick: bool) -> dict[str, ModelConfig]:
         return {"base": shape(6, 64, 2, 64, vocab_size=512), "wider": shape(4, 96, 3, 64, vocab_size=512)}
 
     return {
-        "small (6 x 320, 5 heads)": base,
+        f"small ({base.n_layer} x {base.d_model}, {base.n_head} heads of {base.head_dim})": base,
+        "6 x 320, 5 heads (small until December 2026)": shape(6, 320, 5),
         "4 x 384, 6 heads": shape(4, 384, 6),
-        "4 x 384, 3 heads of 128": shape(4, 384, 3),
         "3 x 448, 7 heads": shape(3, 448, 7),
         "4 x 384, 6 heads, context 128": shape(4, 384, 6, 128),
         # The issue's reference for "plain": the small shape with GPT-2's switches (LayerNorm,

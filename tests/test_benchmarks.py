@@ -184,8 +184,8 @@ def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
     bench_shapes = importlib.import_module("benchmarks.bench_shapes")
     shapes = bench_shapes.shapes(quick=False)
     assert all(c.num_parameters() < 14e6 for c in shapes.values())  # all about the small preset's size
-    wide = shapes["4 x 384, 6 heads"]
-    assert (wide.d_model, wide.mlp_hidden) == (384, 1024)  # 8/3 x 384, not the preset's 896
+    narrow = shapes["6 x 320, 5 heads (small until December 2026)"]
+    assert (narrow.d_model, narrow.mlp_hidden) == (320, 896)  # 8/3 x 320, not the preset's 1,024
     assert bench_shapes.main(["--quick"]) == 0
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| base") or line.startswith("| wider")]

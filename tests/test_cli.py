@@ -173,7 +173,7 @@ def test_train_options_set_the_model_shape():
 
     assert config("--d-model", "256", "--heads", "4").mlp_hidden == 704  # the default width for the new d_model
     assert config("--d-model", "256", "--heads", "4", "--mlp-hidden", "896").mlp_hidden == 896
-    assert (config("--layers", "4", "--heads", "6", "--d-model", "384").n_kv_head, config().mlp_hidden) == (6, 896)
+    assert (config("--layers", "6", "--heads", "5", "--d-model", "320").n_kv_head, config().mlp_hidden) == (5, 1024)
 
 
 def test_train_options_set_the_weight_decays():
