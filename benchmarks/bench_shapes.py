@@ -1,8 +1,8 @@
 """Which shape of a ~10M-parameter model trains fastest on this CPU, and at what MFU?
 
 The `small` preset (4 layers, d_model 384, 3 heads of 128, context 256) against other shapes of
-about as many parameters and against the same shape built as GPT-2 (the reference the MFU
-target was set by), each a full training step as the trainer makes it: forward with the
+about as many parameters and against the earlier `small` shape (6 x 320, 5 heads of 64) built as
+GPT-2 (the reference the MFU target was set by), each a full training step as the trainer makes it: forward with the
 loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
 random tokens), with malloc keeping freed memory as the training commands make it
 (`glassgpt.runtime.keep_freed_memory`). Steps of all shapes are interleaved
@@ -61,8 +61,9 @@ def shapes(quick: bool) -> dict[str, ModelConfig]:
         "4 x 384, 6 heads": shape(4, 384, 6),
         "3 x 448, 7 heads": shape(3, 448, 7),
         "4 x 384, 6 heads, context 128": shape(4, 384, 6, 128),
-        # The issue's reference for "plain": the small shape with GPT-2's switches (LayerNorm,
-        # GELU at 4 x d_model, biases, learned positions), the same kernels otherwise.
+        # The issue's reference for "plain": the earlier small shape with GPT-2's switches
+        # (LayerNorm, GELU at 4 x d_model, biases, learned positions; heads of 64 as GPT-2's),
+        # the same kernels otherwise.
         "GPT-2 style (6 x 320, 5 heads)": shape(6, 320, 5, norm="layernorm", mlp="gelu", bias=True,
                                                 position="learned"),
     }
