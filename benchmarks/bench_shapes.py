@@ -1,9 +1,9 @@
 """Which shape of a ~10M-parameter model trains fastest on this CPU, and at what MFU?
 
 The `small` preset (4 layers, d_model 384, 3 heads of 128, context 256) against other shapes of
-about as many parameters and against the earlier `small` shape (6 x 320, 5 heads of 64) built as
-GPT-2 (the reference the MFU target was set by), each a full training step as the trainer makes it: forward with the
-loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
+about as many parameters and against the earlier `small` shape (6 x 320, 5 heads of 64) built
+as GPT-2 (the reference the MFU target was set by), each a full training step as the trainer
+makes it: forward with the loss, backward, gradient clipping at 1.0 and fused AdamW, on the same number of tokens (32 x 256
 random tokens), with malloc keeping freed memory as the training commands make it
 (`glassgpt.runtime.keep_freed_memory`). Steps of all shapes are interleaved
 (`benchmarks.common.interleaved`, the order alternating), and the fp32 matmul peak (the
