@@ -156,11 +156,13 @@ def run(args: argparse.Namespace) -> int:
     distributed = distributed_from_env()
     device = resolve_device(args.device, distributed)
     init_process_group(distributed, device)
+    finished = False
     try:
         result = pretrain(config, args.out, resume=args.resume, cache_dir=cache_dir(), device=device,
                           distributed=distributed, fsdp=args.fsdp, show_progress=not args.no_progress)
+        finished = True
     finally:
-        destroy_process_group()
+        destroy_process_group(finished)
     if distributed.is_main:
         if result.val is not None:
             print(f"final validation: loss {result.val.loss:.4f}, {result.val.bpb:.4f} bits per byte")
