@@ -24,10 +24,12 @@ two batched matmuls of the textbook version alone, at the same shapes: how fast 
 matmuls this small (the head size, 64, is the inner dimension of q @ k^T).
 
 `--step` then times whole training steps of the preset (`benchmarks.bench_shapes.step_runner`,
-compiled where the preset trains compiled) in two worker processes taking turns: one as the
-model is, one whose training attention is the hand-written backward with 4 blocks (swapped in
-for the whole process: `torch.compile` keeps what it traced, so one process cannot switch);
-both with as many key/value heads as query heads, which the hand-written version needs.
+compiled where the preset trains compiled) in three worker processes taking turns: one as the
+model is, two whose training attention is the hand-written backward with 4 blocks (swapped in
+for the whole process: `torch.compile` keeps what it traced, so one process cannot switch),
+once as the autograd function, which `torch.compile` traces into, and once as one opaque custom
+operator (`torch.library.custom_op`), which it calls as it is, like SDPA's kernel; all with as
+many key/value heads as query heads, which the hand-written version needs.
 
     python benchmarks/bench_attention.py [--preset small] [--repeats 7] [--compile] [--step] [--quick]
 """
@@ -89,50 +91,114 @@ def blocked(blocks: int, context: int) -> Attention:
     return attend
 
 
+def blocked_forward(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, blocks: int) -> list[torch.Tensor]:
+    """Causal attention of (N, T, Dh) queries, keys and values, the queries in `blocks` blocks
+    each against only the keys it sees: [out, probabilities of block 0, 1, ...] (what the
+    hand-written backward needs: ~60% of the whole window's probabilities for 4 blocks)."""
+    N, T, Dh = Q.shape
+    if T % blocks:
+        raise ValueError(f"{T} positions do not split into {blocks} equal blocks")
+    size, scale = T // blocks, Dh**-0.5
+    above_diagonal = torch.ones(size, size, dtype=torch.bool).triu(1)
+    out = torch.empty(N, T, Dh, dtype=Q.dtype)
+    probs = []
+    for i in range(blocks):
+        start, end = i * size, (i + 1) * size
+        scores = torch.bmm(Q[:, start:end], K[:, :end].transpose(1, 2)).mul_(scale)
+        scores[:, :, start:end].masked_fill_(above_diagonal, float("-inf"))
+        p = torch.softmax(scores, dim=-1)
+        out[:, start:end] = torch.bmm(p, V[:, :end])
+        probs.append(p)
+    return [out, *probs]
+
+
+def blocked_backward(dO: torch.Tensor, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, out: torch.Tensor,
+                     probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[dQ, dK, dV] of `blocked_forward`, block by block from its probabilities: dV = P^T dO,
+    dS = P (dP - rowsum(dO O)), dQ = dS K, dK = dS^T Q."""
+    T, Dh = Q.shape[1:]
+    size, scale = T // len(probs), Dh**-0.5
+    row_dot = (dO * out).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(P * dP): (N, T, 1)
+    dQ, dK, dV = torch.empty_like(Q), torch.zeros_like(K), torch.zeros_like(V)
+    for i, p in enumerate(probs):
+        start, end = i * size, (i + 1) * size
+        dV[:, :end] += torch.bmm(p.transpose(1, 2), dO[:, start:end])
+        dS = torch.bmm(dO[:, start:end], V[:, :end].transpose(1, 2)).sub_(row_dot[:, start:end]).mul_(p).mul_(scale)
+        dQ[:, start:end] = torch.bmm(dS, K[:, :end])
+        dK[:, :end] += torch.bmm(dS.transpose(1, 2), Q[:, start:end])
+    return [dQ, dK, dV]
+
+
+def heads_flat(*xs: torch.Tensor) -> list[torch.Tensor]:
+    """(B, H, T, Dh) -> (B*H, T, Dh): the layout batched matmuls take (a copy of the projection's views)."""
+    return [x.reshape(-1, *x.shape[2:]) for x in xs]
+
+
 class HandWrittenBlocked(torch.autograd.Function):
-    """`blocked` with its backward written out: the probabilities of each query block are kept
-    (~60% of the whole window's for 4 blocks), the gradients made block by block from them."""
+    """`blocked` with its backward written out (`blocked_forward`, `blocked_backward`). Under
+    `torch.compile` Dynamo traces into it, so Inductor sees (and rearranges) its ops."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int) -> torch.Tensor:
-        B, H, T, Dh = q.shape
-        if T % blocks:
-            raise ValueError(f"{T} positions do not split into {blocks} equal blocks")
-        size, scale = T // blocks, Dh**-0.5
-        # (B*H, T, Dh): the layout batched matmuls take (a copy of the projection's views).
-        Q, K, V = (x.reshape(B * H, T, Dh) for x in (q, k, v))
-        above_diagonal = torch.ones(size, size, dtype=torch.bool).triu(1)
-        out = torch.empty(B * H, T, Dh, dtype=q.dtype)
-        probs = []
-        for i in range(blocks):
-            start, end = i * size, (i + 1) * size
-            scores = torch.bmm(Q[:, start:end], K[:, :end].transpose(1, 2)).mul_(scale)
-            scores[:, :, start:end].masked_fill_(above_diagonal, float("-inf"))
-            p = torch.softmax(scores, dim=-1)
-            out[:, start:end] = torch.bmm(p, V[:, :end])
-            probs.append(p)
+        Q, K, V = heads_flat(q, k, v)
+        out, *probs = blocked_forward(Q, K, V, blocks)
         ctx.save_for_backward(Q, K, V, out, *probs)
-        return out.view(B, H, T, Dh)
+        return out.view(q.shape)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         Q, K, V, out, *probs = ctx.saved_tensors
-        B, H, T, Dh = grad_out.shape
-        size, scale = T // len(probs), Dh**-0.5
-        dO = grad_out.reshape(B * H, T, Dh)
-        row_dot = (dO * out).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(P * dP): (B*H, T, 1)
-        dQ, dK, dV = torch.empty_like(Q), torch.zeros_like(K), torch.zeros_like(V)
-        for i, p in enumerate(probs):
-            start, end = i * size, (i + 1) * size
-            dV[:, :end] += torch.bmm(p.transpose(1, 2), dO[:, start:end])
-            dS = torch.bmm(dO[:, start:end], V[:, :end].transpose(1, 2)).sub_(row_dot[:, start:end]).mul_(p).mul_(scale)
-            dQ[:, start:end] = torch.bmm(dS, K[:, :end])
-            dK[:, :end] += torch.bmm(dS.transpose(1, 2), Q[:, start:end])
-        return dQ.view(B, H, T, Dh), dK.view(B, H, T, Dh), dV.view(B, H, T, Dh), None
+        grads = blocked_backward(*heads_flat(grad_out), Q, K, V, out, probs)
+        return (*(g.view(grad_out.shape) for g in grads), None)
+
+
+# The same as one opaque operator: `torch.compile` calls it as it is (no graph break, nothing of
+# it traced), the way it calls SDPA's kernel.
+@torch.library.custom_op("glassgpt_bench::blocked_attention", mutates_args=())
+def blocked_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int) -> list[torch.Tensor]:
+    out, *probs = blocked_forward(*heads_flat(q, k, v), blocks)
+    return [out.view(q.shape), *probs]
+
+
+@blocked_attention_op.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int) -> list[torch.Tensor]:
+    B, H, T, _ = q.shape
+    size = T // blocks
+    return [torch.empty_like(q), *(q.new_empty(B * H, size, (i + 1) * size) for i in range(blocks))]
+
+
+@torch.library.custom_op("glassgpt_bench::blocked_attention_backward", mutates_args=())
+def blocked_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                  out: torch.Tensor, probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    Q, K, V, out_flat, dO = heads_flat(q, k, v, out, grad_out.contiguous())
+    return [g.view(q.shape) for g in blocked_backward(dO, Q, K, V, out_flat, probs)]
+
+
+@blocked_attention_backward_op.register_fake
+def _(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+      probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
+
+
+def _save_for_op_backward(ctx, inputs: tuple, output: list[torch.Tensor]) -> None:
+    q, k, v, _ = inputs
+    ctx.save_for_backward(q, k, v, *output)
+
+
+def _op_backward(ctx, grads: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    q, k, v, out, *probs = ctx.saved_tensors
+    return (*blocked_attention_backward_op(grads[0], q, k, v, out, probs), None)
+
+
+blocked_attention_op.register_autograd(_op_backward, setup_context=_save_for_op_backward)
 
 
 def hand_written(blocks: int) -> Attention:
     return lambda q, k, v: HandWrittenBlocked.apply(q, k, v, blocks)
+
+
+def hand_written_op(blocks: int) -> Attention:
+    return lambda q, k, v: blocked_attention_op(q.contiguous(), k.contiguous(), v.contiguous(), blocks)[0]
 
 
 def variants(context: int, compiled: bool) -> dict[str, Attention]:
@@ -144,17 +210,21 @@ def variants(context: int, compiled: bool) -> dict[str, Attention]:
     for blocks in (2, 4):
         if context % blocks == 0 and context // blocks >= 8:
             found[f"hand-written backward, {blocks} blocks"] = hand_written(blocks)
+    if context % 4 == 0 and context // 4 >= 8:
+        found["hand-written backward, 4 blocks, one operator"] = hand_written_op(4)
     if compiled:
         found.update({f"{name}, compiled": torch.compile(fn) for name, fn in matmul_versions.items()})
     return found
 
 
-def step_worker(config: ModelConfig, compiled: bool, hand_written_blocks: int, conn: Connection) -> None:
-    """Serve turns of two training steps of a `config` model, answered with tokens/s; with
-    `hand_written_blocks`, the model's causal training attention is `hand_written(blocks)`."""
+def step_worker(config: ModelConfig, compiled: bool, swap_in: str, conn: Connection) -> None:
+    """Serve turns of two training steps of a `config` model, answered with tokens/s. `swap_in`:
+    "" keeps SDPA; "function" or "operator" makes the model's causal training attention
+    `hand_written(4)` or `hand_written_op(4)`."""
     swapped_calls, counting = 0, True
-    if hand_written_blocks:
-        original, ours = F.scaled_dot_product_attention, hand_written(hand_written_blocks)
+    if swap_in:
+        original = F.scaled_dot_product_attention
+        ours = {"function": hand_written, "operator": hand_written_op}[swap_in](4)
 
         def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
             nonlocal swapped_calls
@@ -180,11 +250,12 @@ def step_worker(config: ModelConfig, compiled: bool, hand_written_blocks: int, c
 
 
 def whole_steps(preset: str, repeats: int) -> list[list[str]]:
-    """Training steps with SDPA and with the hand-written attention, in turns: table rows."""
+    """Training steps with SDPA and with the hand-written attention (both ways), in turns: table rows."""
     config, compiled = PRESETS[preset].model, PRESETS[preset].train.compile == "on"
     config = dataclasses.replace(config, n_kv_head=config.n_head)  # the hand-written version has no GQA
-    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, blocks))
-                                              for label, blocks in (("sdpa", 0), ("hand-written backward, 4 blocks", 4))})
+    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, swap_in)) for label, swap_in in (
+        ("sdpa", ""), ("hand-written backward, 4 blocks", "function"),
+        ("hand-written backward, 4 blocks, one operator", "operator"))})
 
     def turn(label: str) -> float:
         conns[label].send(True)

@@ -199,19 +199,24 @@ def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
     for blocks in (1, 2, 4):
         torch.testing.assert_close(bench_attention.blocked(blocks, 32)(q, k, v), bench_attention.sdpa(q, k, v),
                                    atol=1e-5, rtol=1e-5)
-    # The hand-written backward gives autograd's gradients through SDPA.
+    # The hand-written backward, as an autograd function and as one custom operator, gives
+    # autograd's gradients through SDPA.
     grad_out = torch.randn(2, 4, 32, 16)
-    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
-    bench_attention.hand_written(4)(*leaves).backward(grad_out)
     expected = [x.clone().requires_grad_() for x in (q, k, v)]
     bench_attention.sdpa(*expected).backward(grad_out)
-    for ours, theirs in zip(leaves, expected, strict=True):
-        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
+    for attend in (bench_attention.hand_written(4), bench_attention.hand_written_op(4)):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        torch.testing.assert_close(attend(*leaves), bench_attention.sdpa(q, k, v), atol=1e-5, rtol=1e-5)
+        attend(*leaves).backward(grad_out)
+        for ours, theirs in zip(leaves, expected, strict=True):
+            torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
     assert bench_attention.main(["--quick", "--step"]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     assert {"sdpa", "masked matmuls", "blocked matmuls, 4 blocks", "hand-written backward, 4 blocks",
-            "q @ k^T alone (bmm)", "tiny step, sdpa", "tiny step, hand-written backward, 4 blocks"} <= set(rows)
+            "hand-written backward, 4 blocks, one operator", "q @ k^T alone (bmm)", "tiny step, sdpa",
+            "tiny step, hand-written backward, 4 blocks", "tiny step, hand-written backward, 4 blocks, one operator"
+            } <= set(rows)
     assert "1.00x" in rows["sdpa"]
 
 
