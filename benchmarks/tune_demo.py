@@ -66,6 +66,15 @@ CANDIDATES |= {
     "demo 2, adamw 2e-2": {"train": {**DEMO_2, "lr": 2e-2}, **VOCAB_8192},
     "demo 2, adamw 3e-2": {"train": {**DEMO_2, "lr": 3e-2}, **VOCAB_8192},
 }
+# Fourth round, each one change to the demo preset as it is now (demo 2, adamw 3e-2).
+DEMO_3 = {**DEMO_2, "lr": 3e-2}
+CANDIDATES |= {
+    "demo 3 (demo 2, adamw 3e-2)": {"train": DEMO_3, **VOCAB_8192},
+    "demo 3, adamw 5e-2": {"train": {**DEMO_3, "lr": 5e-2}, **VOCAB_8192},
+    "demo 3, untied": {"train": DEMO_3, "tokenizer": VOCAB_8192["tokenizer"],
+                       "model": {**VOCAB_8192["model"], "tie_embeddings": False}},
+    "demo 3, warmup 10": {"train": {**DEMO_3, "warmup_steps": 10}, **VOCAB_8192},
+}
 
 
 def candidate_config(changes: dict[str, dict], minutes: float, seed: int) -> RunConfig:

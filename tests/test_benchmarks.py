@@ -220,6 +220,22 @@ def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
     assert "1.00x" in rows["sdpa"]
 
 
+def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys):
+    bench_peak = importlib.import_module("benchmarks.bench_peak")
+    assert bench_peak.matmul_flop_count("aten::mm", [[8, 5], [5, 3]]) == 2 * 8 * 5 * 3
+    assert bench_peak.matmul_flop_count("aten::addmm_", [[8, 3], [8, 5], [5, 3]]) == 2 * 8 * 5 * 3
+    # The run fails unless the profiled weight matmuls add up to the model's weight FLOPs.
+    assert bench_peak.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| ")}
+    for label in ("256^3 matmul, best call (the trainer's peak)", "256^3 matmul, median call",
+                  "256^3 matmul, sustained (all calls)"):
+        rate, mfu = rows[label]
+        assert float(rate.replace(",", "")) > 0 and mfu.strip().endswith("%")
+    assert float(rows["tiny's own weight matmuls in a step (profiler)"][0].replace(",", "")) > 0
+    assert "profiled steps:" in out
+
+
 def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, capsys):
     rl_addition = importlib.import_module("benchmarks.rl_addition")
     out = tmp_path / "exp"

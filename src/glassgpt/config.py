@@ -125,13 +125,18 @@ class ModelConfig:
         return body + (embeddings if include_embeddings else 0)
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token (forward + backward = 3x forward), matmuls only.
+        """Training FLOPs per token (forward + backward = 3x forward), matmuls only: the weights'
+        and attention's."""
+        return self.weight_flops_per_token() + self.attention_flops_per_token()
 
-        6 * (parameters used in matmuls) plus attention's QK^T and AV at full context.
-        """
-        matmul_params = self._block_matmul_parameters() + self.vocab_size * self.d_model  # + the output layer
-        attention = 2 * 2 * self.n_layer * self.context_length * self.d_model
-        return 6 * matmul_params + 3 * attention
+    def weight_flops_per_token(self) -> int:
+        """6 x the parameters used in matmuls (the blocks' matrices and the output layer; the
+        embedding lookup is not a matmul): 2 per weight forward, 4 backward."""
+        return 6 * (self._block_matmul_parameters() + self.vocab_size * self.d_model)
+
+    def attention_flops_per_token(self) -> int:
+        """Attention's QK^T and AV at the full context, forward + backward (3x the forward's)."""
+        return 3 * 2 * 2 * self.n_layer * self.context_length * self.d_model
 
 
 @dataclass(frozen=True)

@@ -409,6 +409,10 @@ def test_flops_per_token_equals_torch_flop_counter_on_a_training_step(name: str)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(ids).logits.sum().backward()
     assert counter.get_total_flops() == config.flops_per_token() * ids.numel()
+    # The two parts: the math kernel's batched matmuls are attention's, every other matmul a weight's.
+    attention = sum(flops for op, flops in counter.get_flop_counts()["Global"].items() if str(op) == "aten.bmm")
+    assert attention == config.attention_flops_per_token() * ids.numel() > 0
+    assert counter.get_total_flops() - attention == config.weight_flops_per_token() * ids.numel()
 
 
 def test_records_carry_model_flops_and_mfu(tiny_run: Path):

@@ -1,0 +1,133 @@
+"""MFU's reference, measured three ways, next to the FLOP/s of a training step's own matmuls.
+
+The trainer's MFU divides the model's FLOP/s, measured over logging windows of whole steps (every
+interruption of the machine included), by the fp32 matmul peak `glassgpt.runtime.matmul_flops`
+measures: the best single call of a 1024^3 matmul over ~0.5 s, the highest of a run's
+measurements. On a shared 2-core virtual machine a single call can be much luckier than a
+sustained rate, so this measures in one process, taking turns (`--repeats` rounds, the order
+alternating):
+
+- the same 1024^3 matmul called back to back for `--seconds`: its best call (the trainer's
+  reference), its median call, and its sustained rate (all its FLOPs over all its time, as a
+  training window counts them);
+- training steps of a preset (`benchmarks.bench_shapes.step_runner`: forward with the loss,
+  backward, clipping, fused AdamW; compiled where the preset trains compiled): model FLOP/s
+  (`ModelConfig.flops_per_token`), and MFU against each of the three;
+
+then one round of steps under `torch.profiler`: the FLOP/s of the step's own weight matmuls
+(every `aten::mm`, `addmm` and `addmm_`: their FLOPs, from their shapes, over their time) and
+the step's time in them, in attention (SDPA's kernels, and batched matmuls where SDPA falls back
+to them) and in everything else. The weight matmuls' FLOPs must add up to the model's
+(`ModelConfig.weight_flops_per_token`) for every token: the check that the profile counted each
+of them once, or the run fails.
+
+    python benchmarks/bench_peak.py [--preset small] [--repeats 5] [--seconds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from benchmarks.bench_shapes import TOKENS_PER_STEP, step_runner  # noqa: E402
+from benchmarks.common import cpu_name, fmt, markdown_table  # noqa: E402
+from glassgpt.commands.common import positive_int  # noqa: E402
+from glassgpt.config import PRESETS  # noqa: E402
+from glassgpt.runtime import keep_freed_memory  # noqa: E402
+
+PEAK_SIZE = 1024  # `runtime.matmul_flops`'s size on CPUs
+WEIGHT_MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_")  # a linear layer on (B, T, D) runs as mm
+
+
+def matmul_calls(n: int, seconds: float) -> list[float]:
+    """Durations of back-to-back (n x n) @ (n x n) calls for about `seconds` (after 3 warm-up calls)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    durations: list[float] = []
+    end = time.perf_counter() + seconds
+    while not durations or time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def matmul_flop_count(name: str, shapes: list[list[int]]) -> int:
+    """FLOPs of one mm / addmm call from its input shapes (addmm's first input is the added matrix)."""
+    (m, k), (_, n) = shapes[1:3] if name.startswith("aten::addmm") else shapes[:2]
+    return 2 * m * k * n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="whose training step (default small)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="rounds (default 5)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="back-to-back matmuls per round (default 3)")
+    parser.add_argument("--quick", action="store_true", help="the tiny preset, short rounds (seconds; for tests)")
+    args = parser.parse_args(argv)
+    keep_freed_memory()  # as `glassgpt train` does
+    name = "tiny" if args.quick else args.preset
+    config, compiled = PRESETS[name].model, PRESETS[name].train.compile == "on"
+    rows = max(1, (2048 if args.quick else TOKENS_PER_STEP) // config.context_length)
+    tokens_per_round = 2 * rows * config.context_length  # a round is two steps
+    run = step_runner(config, compiled, tokens=rows * config.context_length)
+    run()  # warm up (and compile)
+    size, seconds, repeats = (256, 0.2, 1) if args.quick else (PEAK_SIZE, args.seconds, args.repeats)
+    flops_per_call = 2 * size**3
+    best, median, sustained, model = [], [], [], []
+    for r in range(repeats):
+        for part in ("peak", "model") if r % 2 == 0 else ("model", "peak"):
+            if part == "model":
+                model.append(run() * config.flops_per_token())
+                continue
+            durations = matmul_calls(size, seconds)
+            best.append(flops_per_call / min(durations))
+            median.append(flops_per_call / statistics.median(durations))
+            sustained.append(flops_per_call * len(durations) / sum(durations))
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        start = time.perf_counter()
+        run()
+        step_seconds = time.perf_counter() - start
+    matmul_seconds = attention_seconds = 0.0
+    matmul_flops = 0
+    for event in prof.key_averages(group_by_input_shape=True):
+        if event.key in WEIGHT_MATMULS:
+            matmul_flops += event.count * matmul_flop_count(event.key, event.input_shapes)
+            matmul_seconds += event.self_cpu_time_total / 1e6
+        elif "scaled_dot_product" in event.key or event.key == "aten::bmm":
+            attention_seconds += event.self_cpu_time_total / 1e6
+    expected = config.weight_flops_per_token() * tokens_per_round
+    if matmul_flops != expected:
+        raise SystemExit(f"bench_peak: the profiled matmuls add up to {matmul_flops:,} FLOPs, the model's weights "
+                         f"to {expected:,}: a matmul was missed or counted twice")
+
+    model_rate = statistics.median(model)
+    references = [(f"{size}^3 matmul, best call (the trainer's peak)", best),
+                  (f"{size}^3 matmul, median call", median),
+                  (f"{size}^3 matmul, sustained (all calls)", sustained)]
+    lines = [[label, fmt(statistics.median(rates) / 1e9), f"{model_rate / statistics.median(rates):.0%}"]
+             for label, rates in references]
+    lines.append([f"{name}'s own weight matmuls in a step (profiler)", fmt(matmul_flops / matmul_seconds / 1e9), ""])
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32; {repeats} rounds of {seconds:g} s of matmuls "
+          f"and two {name} training steps{' (compiled)' if compiled else ''}: model {fmt(model_rate / 1e9)} GFLOP/s "
+          f"(median)\n")
+    print(markdown_table(["reference", "GFLOP/s (median of rounds)", f"{name}'s MFU against it"], lines))
+    other = step_seconds - matmul_seconds - attention_seconds
+    print(f"\nprofiled steps: {step_seconds / 2 * 1e3:,.0f} ms each; weight matmuls {matmul_seconds / step_seconds:.0%} of the "
+          f"time, attention {attention_seconds / step_seconds:.0%}, everything else {other / step_seconds:.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
