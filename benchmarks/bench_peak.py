@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [[label, fmt(statistics.median(rates) / 1e9), f"{model_rate / statistics.median(rates):.0%}"]
              for label, rates in references]
     lines.append([f"{name}'s own weight matmuls in a step (profiler)", fmt(matmul_flops / matmul_seconds / 1e9), ""])
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32; {repeats} rounds of {seconds:g} s of matmuls "
-          f"and two {name} training steps{' (compiled)' if compiled else ''}: model {fmt(model_rate / 1e9)} GFLOP/s "
-          f"(median)\n")
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32; {repeats} round{'s' * (repeats > 1)} of "
+          f"{seconds:g} s of matmuls and two {name} training steps{' (compiled)' if compiled else ''}: model "
+          f"{fmt(model_rate / 1e9)} GFLOP/s (median)\n")
     print(markdown_table(["reference", "GFLOP/s (median of rounds)", f"{name}'s MFU against it"], lines))
     other = step_seconds - matmul_seconds - attention_seconds
     print(f"\nprofiled steps: {step_seconds / 2 * 1e3:,.0f} ms each; weight matmuls {matmul_seconds / step_seconds:.0%} of the "
