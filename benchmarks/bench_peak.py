@@ -40,26 +40,12 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.bench_shapes import TOKENS_PER_STEP, step_runner  # noqa: E402
 from benchmarks.common import cpu_name, fmt, markdown_table  # noqa: E402
-from glassgpt.commands.common import positive_int  # noqa: E402
+from glassgpt.commands.common import positive_float, positive_int  # noqa: E402
 from glassgpt.config import PRESETS  # noqa: E402
-from glassgpt.runtime import keep_freed_memory  # noqa: E402
+from glassgpt.runtime import keep_freed_memory, matmul_call_seconds, peak_matmul_size  # noqa: E402
 
-PEAK_SIZE = 1024  # `runtime.matmul_flops`'s size on CPUs
+CPU = torch.device("cpu")
 WEIGHT_MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_")  # a linear layer on (B, T, D) runs as mm
-
-
-def matmul_calls(n: int, seconds: float) -> list[float]:
-    """Durations of back-to-back (n x n) @ (n x n) calls for about `seconds` (after 3 warm-up calls)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    durations: list[float] = []
-    end = time.perf_counter() + seconds
-    while not durations or time.perf_counter() < end:
-        start = time.perf_counter()
-        a @ b
-        durations.append(time.perf_counter() - start)
-    return durations
 
 
 def matmul_flop_count(name: str, shapes: list[list[int]]) -> int:
@@ -72,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="whose training step (default small)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="rounds (default 5)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="back-to-back matmuls per round (default 3)")
+    parser.add_argument("--seconds", type=positive_float, default=3.0, help="back-to-back matmuls per round (default 3)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, short rounds (seconds; for tests)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as `glassgpt train` does
@@ -82,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens_per_round = 2 * rows * config.context_length  # a round is two steps
     run = step_runner(config, compiled, tokens=rows * config.context_length)
     run()  # warm up (and compile)
-    size, seconds, repeats = (256, 0.2, 1) if args.quick else (PEAK_SIZE, args.seconds, args.repeats)
+    size, seconds, repeats = (256, 0.2, 1) if args.quick else (peak_matmul_size(CPU), args.seconds, args.repeats)
     flops_per_call = 2 * size**3
     best, median, sustained, model = [], [], [], []
     for r in range(repeats):
@@ -90,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             if part == "model":
                 model.append(run() * config.flops_per_token())
                 continue
-            durations = matmul_calls(size, seconds)
+            # The trainer's probe itself, run for longer and read three ways.
+            durations = matmul_call_seconds(CPU, torch.float32, size, seconds, max_calls=sys.maxsize)
             best.append(flops_per_call / min(durations))
             median.append(flops_per_call / statistics.median(durations))
             sustained.append(flops_per_call * len(durations) / sum(durations))

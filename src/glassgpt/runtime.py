@@ -111,11 +111,16 @@ def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if best[torch.bfloat16] < 0.8 * best[torch.float32] else torch.float32
 
 
-def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
-                 min_seconds: float = 0.5, max_calls: int = 100) -> float:
-    """The best rate (FLOP/s) of an (n x n) @ (n x n) matmul on this device: the peak that model
-    FLOP utilisation (MFU) is measured against. n defaults to 1024 on CPUs, 8192 on GPUs."""
-    n = n or (8192 if device.type == "cuda" else 1024)
+def peak_matmul_size(device: torch.device) -> int:
+    """The side n of the square matmul that MFU's peak is measured on: 1024 on CPUs, 8192 on GPUs."""
+    return 8192 if device.type == "cuda" else 1024
+
+
+def matmul_call_seconds(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                        min_seconds: float = 0.5, max_calls: int = 100) -> list[float]:
+    """Durations of back-to-back (n x n) @ (n x n) matmul calls, after a warm-up, until they add
+    up to `min_seconds` or `max_calls` calls (at least one); n defaults to `peak_matmul_size`."""
+    n = n or peak_matmul_size(device)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
 
@@ -128,11 +133,18 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: in
 
     for _ in range(3):  # warm up (thread pool, allocator, kernels, clock): one call was not enough
         one_call()
-    best, spent, calls = float("inf"), 0.0, 0
-    while calls == 0 or (spent < min_seconds and calls < max_calls):
-        t = one_call()
-        best, spent, calls = min(best, t), spent + t, calls + 1
-    return 2 * n**3 / best
+    durations: list[float] = []
+    while not durations or (sum(durations) < min_seconds and len(durations) < max_calls):
+        durations.append(one_call())
+    return durations
+
+
+def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                 min_seconds: float = 0.5, max_calls: int = 100) -> float:
+    """The best rate (FLOP/s) of an (n x n) @ (n x n) matmul on this device: the peak that model
+    FLOP utilisation (MFU) is measured against (its fastest call of `matmul_call_seconds`)."""
+    n = n or peak_matmul_size(device)
+    return 2 * n**3 / min(matmul_call_seconds(device, dtype, n, min_seconds, max_calls))
 
 
 def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
