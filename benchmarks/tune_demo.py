@@ -75,6 +75,12 @@ CANDIDATES |= {
                        "model": {**VOCAB_8192["model"], "tie_embeddings": False}},
     "demo 3, warmup 10": {"train": {**DEMO_3, "warmup_steps": 10}, **VOCAB_8192},
 }
+# Fifth round: two of the candidates not yet measured on the demo as it is now.
+CANDIDATES |= {
+    "demo 3, zero init": {"train": {**DEMO_3, "residual_init": "zero"}, **VOCAB_8192},
+    "demo 3, context 256 batch 16": {"train": {**DEMO_3, "batch_size": 16}, "tokenizer": VOCAB_8192["tokenizer"],
+                                     "model": {**VOCAB_8192["model"], "context_length": 256}},
+}
 
 
 def candidate_config(changes: dict[str, dict], minutes: float, seed: int) -> RunConfig:

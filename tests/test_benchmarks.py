@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import re
@@ -20,10 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("transformers")
 
 
-def load_benchmarks_main():
+def benchmark_module(name: str):
+    """benchmarks/NAME.py as a module (the folder is not installed with the package)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    return importlib.import_module("benchmarks.run").main
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def load_benchmarks_main():
+    return benchmark_module("run").main
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,7 @@ def test_only_selects_benchmarks(tmp_path):
 
 def test_a_greedy_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
     main = load_benchmarks_main()
-    bench_generate = importlib.import_module("benchmarks.bench_generate")
+    bench_generate = benchmark_module("bench_generate")
     real = bench_generate.theirs_generate
 
     def off_by_one_at_token_3(*args, **kwargs):
@@ -100,7 +106,7 @@ def test_a_greedy_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
 def test_decode_benchmark_quick_run_passes_its_checks(tmp_path: Path):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    decode = importlib.import_module("benchmarks.decode")
+    decode = benchmark_module("decode")
     assert decode.main(["--quick", "--json", str(tmp_path / "decode.json")]) == 0
     report = json.loads((tmp_path / "decode.json").read_text(encoding="utf-8"))
     assert report["checks_ok"] and report["read_bandwidth_gbs"] > 0
@@ -120,7 +126,7 @@ def test_copying_measure_tells_a_copying_model_from_one_that_cannot_copy(tiny_ru
 
     import torch
 
-    copying = importlib.import_module("benchmarks.copying")
+    copying = benchmark_module("copying")
 
     class Copier(torch.nn.Module):
         """Predicts, at every position, the token that followed the same token earlier (induction)."""
@@ -154,7 +160,7 @@ def test_learning_to_copy_from_scratch_gets_most_repeats_right():
     from glassgpt.config import ModelConfig
     from glassgpt.model import GPT
 
-    copying = importlib.import_module("benchmarks.copying")
+    copying = benchmark_module("copying")
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=16, context_length=32, n_layer=2, n_head=2, d_model=32))
     found = copying.learn_to_copy(model, 16, steps=900, length=8, report=100)
@@ -165,7 +171,7 @@ def test_learning_to_copy_from_scratch_gets_most_repeats_right():
 
 
 def test_long_generation_benchmark_rolls_at_one_position_per_token(tiny_run: Path, capsys):
-    long_generation = importlib.import_module("benchmarks.long_generation")
+    long_generation = benchmark_module("long_generation")
     context = 64  # the tiny preset's
     assert long_generation.sliding_starts(3 * context, context)[context - 1:context + 2] == [0, 17, 17]
     assert long_generation.main(["--model", str(tiny_run), "--quick", "--tokens", str(3 * context)]) == 0
@@ -181,7 +187,7 @@ def test_long_generation_benchmark_rolls_at_one_position_per_token(tiny_run: Pat
 
 
 def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
-    bench_shapes = importlib.import_module("benchmarks.bench_shapes")
+    bench_shapes = benchmark_module("bench_shapes")
     shapes = bench_shapes.shapes(quick=False)
     assert all(c.num_parameters() < 14e6 for c in shapes.values())  # all about the small preset's size
     narrow = shapes["6 x 320, 5 heads (small until December 2026)"]
@@ -193,7 +199,7 @@ def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
 
 
 def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
-    bench_attention = importlib.import_module("benchmarks.bench_attention")
+    bench_attention = benchmark_module("bench_attention")
     # The blocked version is causal attention itself, not an approximation: equal to SDPA.
     q, k, v = torch.randn(3, 2, 4, 32, 16).unbind(0)
     for blocks in (1, 2, 4):
@@ -221,7 +227,7 @@ def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
 
 
 def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys):
-    bench_peak = importlib.import_module("benchmarks.bench_peak")
+    bench_peak = benchmark_module("bench_peak")
     assert bench_peak.matmul_flop_count("aten::mm", [[8, 5], [5, 3]]) == 2 * 8 * 5 * 3
     assert bench_peak.matmul_flop_count("aten::addmm_", [[8, 3], [8, 5], [5, 3]]) == 2 * 8 * 5 * 3
     # The run fails unless the profiled weight matmuls add up to the model's weight FLOPs.
@@ -237,7 +243,7 @@ def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys):
 
 
 def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, capsys):
-    rl_addition = importlib.import_module("benchmarks.rl_addition")
+    rl_addition = benchmark_module("rl_addition")
     out = tmp_path / "exp"
     assert rl_addition.main(["--out", str(out), "--tiny", "--conversations", "50", "--sft-steps", "2",
                              "--rl-steps", "2", "--eval-every", "2", "--heldout-problems", "2"]) == 0
@@ -257,14 +263,14 @@ def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, caps
 
 
 def test_rl_addition_blank_model_has_the_shipped_shape():
-    rl_addition = importlib.import_module("benchmarks.rl_addition")
+    rl_addition = benchmark_module("rl_addition")
     args = build_parser().parse_args(["train", *rl_addition.shipped_shape(), "--out", "unused"])
     assert build_config(args).model == RunFolder(shipped_model()).load_config().model
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_bench_allocator_compares_both_mallocs(capsys):
-    bench_allocator = importlib.import_module("benchmarks.bench_allocator")
+    bench_allocator = benchmark_module("bench_allocator")
     assert bench_allocator.main(["--quick"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny")]
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory"]
@@ -280,7 +286,21 @@ def _transparent_huge_pages_off() -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux") or _transparent_huge_pages_off(),
                     reason="glibc's malloc and transparent huge pages")
 def test_bench_allocator_adds_huge_pages_on_request(capsys):
-    bench_allocator = importlib.import_module("benchmarks.bench_allocator")
+    bench_allocator = benchmark_module("bench_allocator")
     assert bench_allocator.main(["--quick", "--huge-pages"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny")]
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory", "keep + huge pages"]
+
+
+def test_demo_tuning_candidates_are_valid_runs_and_demo_3_is_the_demo_preset():
+    from glassgpt.config import preset
+
+    tune_demo = benchmark_module("tune_demo")
+    configs = {name: tune_demo.candidate_config(changes, 4.0, seed=0) for name, changes in tune_demo.CANDIDATES.items()}
+    demo, control = preset("demo"), configs["demo 3 (demo 2, adamw 3e-2)"]
+    # The control differs from the demo preset only in what every candidate's run sets.
+    run_settings = {f: getattr(demo.train, f) for f in ("dtype", "time_budget_min", "seed", "save_every")}
+    assert (control.model, control.tokenizer) == (demo.model, demo.tokenizer)
+    assert dataclasses.replace(control.train, **run_settings) == demo.train
+    zero = configs["demo 3, zero init"]
+    assert zero.train.residual_init == "zero" and dataclasses.replace(zero.train, residual_init="scaled") == control.train

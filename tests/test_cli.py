@@ -131,7 +131,8 @@ def test_bad_init_from_is_a_one_line_error(tiny_run: Path, tmp_path: Path, capsy
     before = (tiny_run / "model.safetensors").read_bytes()
     for options, fragment in [(["--init-from", str(tmp_path / "none")], "no such run folder"),
                               (["--init-from", str(tiny_run), "--layers", "3"], "keeps RUN's model"),
-                              (["--init-from", str(tiny_run), "--resume"], "give one of them")]:
+                              (["--init-from", str(tiny_run), "--resume"], "give one of them"),
+                              (["--init-from", str(tiny_run), "--residual-init", "zero"], "how a new model starts")]:
         code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *options)
         assert_one_line_error(code, err, fragment)
     code, _, err = run_cli(capsys, "train", "--init-from", str(tiny_run), "--out", str(tiny_run))
@@ -187,6 +188,7 @@ def test_train_options_set_the_weight_decays():
     changed = train("--muon-weight-decay", "0.1", "--weight-decay", "0.05")
     assert (changed.muon_weight_decay, changed.weight_decay) == (0.1, 0.05)
     assert (default.muon_weight_decay, default.weight_decay) != (0.1, 0.05)
+    assert (default.residual_init, train("--residual-init", "zero").residual_init) == ("scaled", "zero")
 
 
 @pytest.mark.parametrize("command", ["sft", "pipeline"])

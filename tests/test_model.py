@@ -52,6 +52,22 @@ def test_initial_loss_is_about_ln_vocab():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
+def test_zeroed_residual_outputs_make_every_block_the_identity(name):
+    torch.manual_seed(0)
+    config = CONFIGS[name]
+    model = GPT(config).eval()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    model.zero_residual_outputs()
+    zeroed = {n for n, p in model.named_parameters() if not p.any()}
+    assert zeroed == {f"blocks.{i}.{w}" for i in range(config.n_layer) for w in model_module.RESIDUAL_OUTPUTS}
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n not in zeroed)
+    ids = torch.randint(0, config.vocab_size, (2, 20))
+    with torch.no_grad():
+        # With the blocks adding nothing, the logits are the output layer on the normed embeddings.
+        torch.testing.assert_close(model(ids).logits, model.lm_head(model.final_norm(model.embed(ids))))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
 def test_cached_logits_equal_uncached(name):
     torch.manual_seed(0)
     config = CONFIGS[name]

@@ -19,6 +19,8 @@ from glassgpt.tokenizer import GPT2_VOCAB_SIZE
 
 # What a repeated training window repeats (`glassgpt.data.batches`).
 REPEAT_SOURCES = ("passage", "scattered", "random")
+# How a new model's projections into the residual stream start (`TrainConfig.residual_init`).
+RESIDUAL_INITS = ("scaled", "zero")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -177,6 +179,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = no clipping
+    # How a new model's projections into the residual stream start: "scaled" (GPT-2's N(0, 0.02)
+    # scaled down by depth) or "zero" (each block starts as the identity; `GPT.zero_residual_outputs`).
+    residual_init: str = "scaled"
     # QK-clip (Kimi K2's MuonClip): after each step, a head whose largest attention logit passed
     # this gets its query/key weights scaled back to it (`glassgpt.train.optim.clip_attention_logits`).
     # 0 = off. The architecture is unchanged (still a plain Llama for export).
@@ -220,6 +225,8 @@ class TrainConfig:
         _require(0 < self.decay_fraction <= 1, f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
         _require(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        _require(self.residual_init in RESIDUAL_INITS,
+                 f"residual_init must be {' or '.join(RESIDUAL_INITS)}, got {self.residual_init!r}")
         _require(self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns clipping off)")
         _require(self.qk_clip >= 0, f"qk_clip must be >= 0 (0 turns it off), got {self.qk_clip}")
         _require(0 <= self.repeat_fraction < 1, f"repeat_fraction must be in [0, 1), got {self.repeat_fraction}")

@@ -293,6 +293,11 @@ class Block(nn.Module):
         return x
 
 
+# The weights that write into the residual stream (attention's output, the MLP's down
+# projection): GPT-2 scales their init down by depth; TrainConfig.residual_init can zero them.
+RESIDUAL_OUTPUTS = ("attn.out.weight", "mlp.down.weight")
+
+
 @dataclass
 class ModelOutput:
     """What one forward pass returns: logits (B, T, V) without targets, the mean loss with them.
@@ -334,10 +339,18 @@ class GPT(nn.Module):
                 nn.init.ones_(param)
             elif name.endswith(".bias"):
                 nn.init.zeros_(param)
-            elif name.endswith(("attn.out.weight", "mlp.down.weight")):
+            elif name.endswith(RESIDUAL_OUTPUTS):
                 nn.init.normal_(param, std=residual_std, generator=generator)
             else:
                 nn.init.normal_(param, std=0.02, generator=generator)
+
+    def zero_residual_outputs(self) -> None:
+        """Zero the projections into the residual stream (modded-nanogpt's init): every block starts
+        as the identity, and the others' weights get gradients from the second step on."""
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name.endswith(RESIDUAL_OUTPUTS):
+                    param.zero_()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once

@@ -13,7 +13,7 @@ from glassgpt.config import ModelConfig, RunConfig, TrainConfig, preset
 from glassgpt.data.batches import WindowSampler
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import evaluate, token_byte_lengths
-from glassgpt.model import GPT
+from glassgpt.model import GPT, RESIDUAL_OUTPUTS
 from glassgpt.runs import RunFolder, TrainerState, load_run
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop, speed_text
@@ -180,6 +180,22 @@ def test_char_and_gpt2_tokenizers_train(tmp_path: Path, small_text_dir: Path):
         # 3 steps from random weights: still close to a uniform guess over the vocabulary.
         assert result.val is not None
         assert abs(result.val.loss - math.log(run.tokenizer.vocab_size)) < 1.0
+
+
+def test_zero_residual_init_starts_those_weights_at_zero_and_trains_them(tmp_path: Path, small_text_dir: Path):
+    # One AdamW step moves each weight by at most the learning rate: from zero, the projections
+    # into the residual stream stay within it; from GPT-2's init (std 0.01 here) they do not.
+    largest = {}
+    for init in ("zero", "scaled"):
+        config = tiny_config(small_text_dir, max_steps=1, eval_every=1, warmup_steps=0, residual_init=init)
+        pretrain(config, tmp_path / init, **QUIET)
+        state = load_run(tmp_path / init).model.state_dict()
+        outputs = [w for name, w in state.items() if name.endswith(RESIDUAL_OUTPUTS)]
+        assert len(outputs) == 2 * config.model.n_layer and all(w.any() for w in outputs)  # they train
+        largest[init] = max(w.abs().max().item() for w in outputs)
+        assert load_run(tmp_path / init).config.train.residual_init == init
+    lr = preset("tiny").train.lr
+    assert largest["zero"] <= lr * 1.01 < largest["scaled"]
 
 
 def test_too_little_data_is_a_clear_error(tmp_path: Path):

@@ -12,7 +12,7 @@ from glassgpt.commands.common import (
     positive_float,
     positive_int,
 )
-from glassgpt.config import PRESETS, REPEAT_SOURCES, RunConfig, preset
+from glassgpt.config import PRESETS, REPEAT_SOURCES, RESIDUAL_INITS, RunConfig, preset
 from glassgpt.errors import GlassError
 from glassgpt.runs import RunFolder
 from glassgpt.runtime import destroy_process_group, init_process_group, resolve_device
@@ -28,7 +28,8 @@ TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batc
                "decay_fraction": "decay_fraction", "qk_clip": "qk_clip", "repeat_fraction": "repeat_fraction",
                "repeat_source": "repeat_source", "repeat_min_period": "repeat_min_period",
                "repeat_max_period": "repeat_max_period", "eval_every": "eval_every", "log_every": "log_every",
-               "save_every": "save_every", "dtype": "dtype", "compile": "compile", "seed": "seed"}
+               "save_every": "save_every", "dtype": "dtype", "compile": "compile", "seed": "seed",
+               "residual_init": "residual_init"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--mlp-hidden", type=positive_int, metavar="N",
                    help="MLP width (default: 8/3 x d_model rounded up to a multiple of 64 for SwiGLU, 4 x for GELU)")
     g.add_argument("--untied", action="store_true", help="separate input and output embeddings")
+    g.add_argument("--residual-init", choices=RESIDUAL_INITS,
+                   help="how the projections into the residual stream start: scaled (GPT-2's init, the "
+                        "default) or zero (each block starts as the identity)")
     add_training_options(p)
     g = p.add_argument_group("repeated windows (pretraining only)")
     g.add_argument("--repeat-fraction", type=float, metavar="F",
@@ -133,6 +137,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         model_changes["tie_embeddings"] = False
     tokenizer_changes = {k: v for k, v in (("kind", args.tokenizer), ("vocab_size", args.vocab_size)) if v is not None}
     changes = train_changes(args)
+    if args.residual_init is not None and (args.resume or args.init_from is not None):
+        raise GlassError("--residual-init sets how a new model starts: drop it with --resume or --init-from")
     if args.resume:
         changes_model = bool(model_changes or tokenizer_changes or args.data)
         return RunFolder(args.out).load_config().for_resume(train=changes, changes_model=changes_model)

@@ -185,6 +185,8 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size))
 
     raw_model = GPT(config.model).to(device)
+    if config.train.residual_init == "zero" and parent is None:  # a resumed run loads its weights after
+        raw_model.zero_residual_outputs()
     if parent is not None:
         raw_model.load_state_dict(parent.model.state_dict())
         log(f"starting from {config.parent} (stage {parent.config.stage}, step {parent.step:,})")
