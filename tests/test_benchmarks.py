@@ -104,8 +104,6 @@ def test_a_greedy_mismatch_fails_the_run(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_decode_benchmark_quick_run_passes_its_checks(tmp_path: Path):
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     decode = benchmark_module("decode")
     assert decode.main(["--quick", "--json", str(tmp_path / "decode.json")]) == 0
     report = json.loads((tmp_path / "decode.json").read_text(encoding="utf-8"))

@@ -134,8 +134,10 @@ def matmul_call_seconds(device: torch.device, dtype: torch.dtype = torch.float32
     for _ in range(3):  # warm up (thread pool, allocator, kernels, clock): one call was not enough
         one_call()
     durations: list[float] = []
-    while not durations or (sum(durations) < min_seconds and len(durations) < max_calls):
+    spent = 0.0
+    while not durations or (spent < min_seconds and len(durations) < max_calls):
         durations.append(one_call())
+        spent += durations[-1]
     return durations
 
 

@@ -189,13 +189,12 @@ def test_zero_residual_init_starts_those_weights_at_zero_and_trains_them(tmp_pat
     for init in ("zero", "scaled"):
         config = tiny_config(small_text_dir, max_steps=1, eval_every=1, warmup_steps=0, residual_init=init)
         pretrain(config, tmp_path / init, **QUIET)
-        state = load_run(tmp_path / init).model.state_dict()
-        outputs = [w for name, w in state.items() if name.endswith(RESIDUAL_OUTPUTS)]
+        run = load_run(tmp_path / init)
+        assert run.config.train.residual_init == init
+        outputs = [w for name, w in run.model.state_dict().items() if name.endswith(RESIDUAL_OUTPUTS)]
         assert len(outputs) == 2 * config.model.n_layer and all(w.any() for w in outputs)  # they train
         largest[init] = max(w.abs().max().item() for w in outputs)
-        assert load_run(tmp_path / init).config.train.residual_init == init
-    lr = preset("tiny").train.lr
-    assert largest["zero"] <= lr * 1.01 < largest["scaled"]
+    assert largest["zero"] <= config.train.lr * 1.01 < largest["scaled"]
 
 
 def test_too_little_data_is_a_clear_error(tmp_path: Path):
