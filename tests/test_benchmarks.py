@@ -302,3 +302,25 @@ def test_demo_tuning_candidates_are_valid_runs_and_demo_3_is_the_demo_preset():
     assert dataclasses.replace(control.train, **run_settings) == demo.train
     zero = configs["demo 3, zero init"]
     assert zero.train.residual_init == "zero" and dataclasses.replace(zero.train, residual_init="scaled") == control.train
+
+
+def test_muon_benchmark_checks_that_stacked_and_alone_step_alike(capsys, monkeypatch):
+    bench_muon = benchmark_module("bench_muon")
+    assert bench_muon.main(["--quick", "--step"]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert {f"tiny, {kind}, {variant}" for kind in ("Muon's step", "training step") for variant in bench_muon.VARIANTS
+            } <= set(rows)
+    assert "1.00x" in rows["tiny, training step, alone"]
+    # The equality check can fail: an "alone" optimizer at another learning rate ends elsewhere.
+    real = bench_muon.optimizer_for
+
+    def other_lr(model, config, variant):
+        optimizer = real(model, config, variant)
+        if variant == "alone":
+            for group in optimizer.optimizers[1].param_groups:
+                group["lr"] *= 2
+        return optimizer
+
+    monkeypatch.setattr(bench_muon, "optimizer_for", other_lr)
+    with pytest.raises(AssertionError):
+        bench_muon.check_equal_steps(bench_muon.run_config("demo", quick=True))

@@ -17,6 +17,7 @@ from glassgpt.errors import GlassError
 from glassgpt.model import GPT, max_attention_logits
 from glassgpt.runs import RunFolder, TrainerState, load_run
 from glassgpt.runtime import full_optimizer_state, load_full_state
+from glassgpt.train import optim
 from glassgpt.train.loop import LoopHooks, run_loop
 from glassgpt.train.optim import (
     CombinedOptimizer,
@@ -274,6 +275,42 @@ def test_our_muon_steps_like_torchs_with_float32_newton_schulz():
     ours, torchs = moved
     assert (ours - torchs).norm() < 0.03 * torchs.norm()
     assert not torch.equal(ours, torchs)  # ours really is the float32 path
+
+
+def test_muon_steps_each_stacked_matrix_as_if_it_were_alone(monkeypatch: pytest.MonkeyPatch):
+    """Muon orthogonalises a group's same-shaped matrices as one stack. Against the same
+    optimizer with each matrix in a group of its own (where nothing is stacked), three steps of a
+    model's hidden matrices (two layers: pairs of four shapes, tall, wide and square) with
+    momentum, Nesterov and weight decay end at the same weights, to float32 rounding, and each
+    matrix moved (a stack that mixed matrices up, or normed them together, would not match)."""
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    hidden = [(name, p) for name, p in model.named_parameters() if name.endswith(HIDDEN_SUFFIXES)]
+    assert len({p.shape for _, p in hidden}) < len(hidden)  # there is something to stack
+    grads = [{name: torch.randn_like(p) * (1 + i) for i, (name, p) in enumerate(hidden)} for _ in range(3)]
+    calls: list[int] = []  # the number of matrices each Newton-Schulz call took
+    real = optim.orthogonalize
+
+    def counting(matrix: torch.Tensor, *args):
+        calls.append(1 if matrix.dim() == 2 else len(matrix))
+        return real(matrix, *args)
+
+    monkeypatch.setattr("glassgpt.train.optim.orthogonalize", counting)
+    ends = []
+    for separate in (False, True):
+        weights = {name: torch.nn.Parameter(p.detach().clone()) for name, p in hidden}
+        groups = [{"params": [w]} for w in weights.values()] if separate else [{"params": list(weights.values())}]
+        optimizer = Muon(groups, lr=0.05, weight_decay=0.1, momentum=0.95, adjust_lr_fn="original")
+        for step_grads in grads:
+            for name, w in weights.items():
+                w.grad = step_grads[name].clone()
+            optimizer.step()
+        ends.append(weights)
+    stacked, alone = ends
+    assert calls == [2] * 4 * 3 + [1] * 8 * 3  # stacked: 4 shapes x 2 layers; alone: 8 matrices
+    for name, p in hidden:
+        assert not torch.allclose(alone[name], p, atol=1e-3), name
+        torch.testing.assert_close(stacked[name], alone[name], rtol=1e-5, atol=1e-6)
 
 
 def _attention_logits(model: GPT, ids: torch.Tensor) -> list[torch.Tensor]:
