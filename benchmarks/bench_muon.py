@@ -20,7 +20,6 @@ float32 rounding) or the run fails.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -31,9 +30,17 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 
 import torch  # noqa: E402
 
-from benchmarks.common import cpu_name, fmt, fmt_ratio, interleaved, markdown_table, ratio, seconds  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    cpu_name,
+    fmt,
+    fmt_ratio,
+    interleaved,
+    markdown_table,
+    preset_benchmark_args,
+    ratio,
+    seconds,
+)
 from glassgpt.config import ModelConfig, RunConfig, preset  # noqa: E402
-from glassgpt.errors import GlassError  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 from glassgpt.train.optim import CombinedOptimizer, Muon, make_optimizer  # noqa: E402
@@ -139,20 +146,9 @@ def bench(name: str, repeats: int, whole_steps: bool, quick: bool) -> list[list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="demo", help="comma-separated presets (default demo)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (default 15)")
-    parser.add_argument("--step", action="store_true", help="also time whole training steps")
-    parser.add_argument("--quick", action="store_true", help="a tiny model, 2 rounds (seconds; for tests)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    names = args.presets.split(",")
-    for name in names:
-        try:
-            preset(name)  # an unknown name: one line listing the choices, before any work
-        except GlassError as err:
-            parser.error(str(err))
+    args = preset_benchmark_args(__doc__, argv, "demo", 15, "also time whole training steps",
+                                 "a tiny model, 2 rounds (seconds; for tests)")
+    names = args.presets
     keep_freed_memory()  # as the training commands do
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, eager; medians of "
           f"{2 if args.quick else args.repeats} interleaved rounds; faster than alone: above 1.00x")

@@ -8,7 +8,7 @@ sustained rate, so this measures in one process, taking turns (`--repeats` round
 alternating):
 
 - the same 1024^3 matmul called back to back for `--seconds`: its best call (the trainer's
-  reference), its median call, and its sustained rate (all its FLOPs over all its time, as a
+  reference while it measured PyTorch's own kernel only), its median call, and its sustained rate (all its FLOPs over all its time, as a
   training window counts them);
 - training steps of a preset (`benchmarks.bench_shapes.step_runner`: forward with the loss,
   backward, clipping, fused AdamW; compiled where the preset trains compiled): model FLOP/s
@@ -22,6 +22,11 @@ to them) and in everything else. The weight matmuls' FLOPs must add up to the mo
 of them once, or the run fails.
 
     python benchmarks/bench_peak.py [--preset small] [--repeats 5] [--seconds 3] [--quick]
+
+This measures PyTorch's own matmul kernel and trains on it (the trainer's `--matmul aten`). The
+trainer now also measures oneDNN's float32 kernel (`glassgpt.matmul`), keeps the faster best call
+as its peak and trains on oneDNN where it is faster (on the AVX-512 EPYC this was measured on,
+~2x): `benchmarks/bench_matmul.py` compares the two kernels.
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"to {expected:,}: a matmul was missed or counted twice")
 
     model_rate = statistics.median(model)
-    references = [(f"{size}^3 matmul, best call (the trainer's peak)", best),
+    references = [(f"{size}^3 matmul, best call (PyTorch's own kernel)", best),
                   (f"{size}^3 matmul, median call", median),
                   (f"{size}^3 matmul, sustained (all calls)", sustained)]
     lines = [[label, fmt(statistics.median(rates) / 1e9), f"{model_rate / statistics.median(rates):.0%}"]

@@ -8,6 +8,7 @@ reported number is the median over repeats, and the ratio compares medians.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import platform
@@ -19,6 +20,8 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from glassgpt.config import preset
+from glassgpt.errors import GlassError
 from glassgpt.runtime import matmul_flops
 
 
@@ -219,3 +222,24 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def preset_benchmark_args(doc: str, argv: list[str] | None, presets: str, repeats: int,
+                          step_help: str, quick_help: str) -> argparse.Namespace:
+    """The options of a benchmark over presets (`--presets`, `--repeats`, `--step`, `--quick`),
+    parsed; --repeats below 1 or an unknown preset is argparse's one-line error."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--presets", default=presets, help=f"comma-separated presets (default {presets})")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"interleaved rounds (default {repeats})")
+    parser.add_argument("--step", action="store_true", help=step_help)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    args.presets = args.presets.split(",")
+    for name in args.presets:
+        try:
+            preset(name)
+        except GlassError as err:
+            parser.error(str(err))
+    return args

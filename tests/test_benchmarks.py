@@ -232,7 +232,7 @@ def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys):
     assert bench_peak.main(["--quick"]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| ")}
-    for label in ("256^3 matmul, best call (the trainer's peak)", "256^3 matmul, median call",
+    for label in ("256^3 matmul, best call (PyTorch's own kernel)", "256^3 matmul, median call",
                   "256^3 matmul, sustained (all calls)"):
         rate, mfu = rows[label]
         assert float(rate.replace(",", "")) > 0 and mfu.strip().endswith("%")
@@ -324,3 +324,18 @@ def test_muon_benchmark_checks_that_stacked_and_alone_step_alike(capsys, monkeyp
     monkeypatch.setattr(bench_muon, "optimizer_for", other_lr)
     with pytest.raises(AssertionError):
         bench_muon.check_equal_steps(bench_muon.run_config("demo", quick=True))
+
+
+def test_matmul_benchmark_times_every_product_of_a_step_with_both_kernels(capsys):
+    bench_matmul = benchmark_module("bench_matmul")
+    if not bench_matmul.onednn_available():
+        pytest.skip("this PyTorch has no oneDNN linear")
+    assert bench_matmul.main(["--quick", "--step"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ")}
+    for product in ("qkv", "attention out", "mlp up", "mlp down", "logits (a loss chunk)"):
+        for kind in ("forward", "input grad", "weight grad"):
+            shape, aten, onednn, _ = rows[f"tiny, {product}, {kind}"][:4]
+            assert float(aten.replace(",", "")) > 0 and float(onednn.replace(",", "")) > 0
+    assert rows["tiny, mlp down, forward"][0].strip() == "128 x 192 x 64"  # 4 x 32 tokens, SwiGLU 192 wide
+    assert "tiny, eager training step" in rows

@@ -189,6 +189,8 @@ def test_train_options_set_the_weight_decays():
     assert (changed.muon_weight_decay, changed.weight_decay) == (0.1, 0.05)
     assert (default.muon_weight_decay, default.weight_decay) != (0.1, 0.05)
     assert (default.residual_init, train("--residual-init", "zero").residual_init) == ("scaled", "zero")
+    assert (default.matmul, train("--matmul", "aten").matmul, train("--matmul", "onednn").matmul) == \
+        ("auto", "aten", "onednn")
 
 
 @pytest.mark.parametrize("command", ["sft", "pipeline"])

@@ -21,6 +21,9 @@ from glassgpt.tokenizer import GPT2_VOCAB_SIZE
 REPEAT_SOURCES = ("passage", "scattered", "random")
 # How a new model's projections into the residual stream start (`TrainConfig.residual_init`).
 RESIDUAL_INITS = ("scaled", "zero")
+#: Training's float32 matmul kernels on CPUs (`TrainConfig.matmul`, `glassgpt.matmul`): "auto" measures
+#: PyTorch's own against oneDNN's at start-up; "aten" and "onednn" force one.
+MATMUL_SETTINGS = ("auto", "aten", "onednn")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -200,6 +203,7 @@ class TrainConfig:
     save_every: int = 500
     dtype: str = "auto"  # "auto" | "bf16" | "fp32" (auto = bf16 where the CPU/GPU runs it fast)
     compile: str = "auto"  # "auto" | "on" | "off"
+    matmul: str = "auto"  # MATMUL_SETTINGS: training's float32 matmul kernel on CPUs
     seed: int = 1337
     val_fraction: float = 0.05
 
@@ -240,6 +244,7 @@ class TrainConfig:
         _require(self.eval_tokens >= 1, "eval_tokens must be >= 1")
         _require(self.dtype in ("auto", "bf16", "fp32"), f"dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         _require(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")
+        _require(self.matmul in MATMUL_SETTINGS, f"matmul must be one of {', '.join(MATMUL_SETTINGS)}, got {self.matmul!r}")
         _require(0 < self.val_fraction < 1, "val_fraction must be between 0 and 1")
 
 

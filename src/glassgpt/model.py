@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glassgpt.config import ModelConfig
+from glassgpt.matmul import linear, mm_nt, weight_grad
 
 
 class KVCache:
@@ -163,6 +164,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose products can run on another float32 kernel while training
+    (`matmul_kernel`, set by `GPT.set_matmul_kernel`; `glassgpt.matmul.linear` says when)."""
+
+    matmul_kernel = "aten"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, self.matmul_kernel)
+
+
 class Attention(nn.Module):
     """Causal multi-head (or grouped-query) self-attention, with rotary positions or none (GPT-2's
     positions are added to the embeddings before the first block)."""
@@ -172,9 +183,9 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         # One matmul for q, k and v together: fewer, larger matmuls are faster on a CPU.
-        self.qkv = nn.Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim,
+        self.qkv = Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim,
                              bias=config.bias)
-        self.out = nn.Linear(config.n_head * config.head_dim, config.d_model, bias=config.bias)
+        self.out = Linear(config.n_head * config.head_dim, config.d_model, bias=config.bias)
         # QK-clip (`glassgpt.train.optim.clip_attention_logits`) sets this while training: training
         # forwards then keep their heads' largest attention logits in `max_logit` (H,) until the
         # clip reads and clears it.
@@ -255,13 +266,13 @@ class FeedForward(nn.Module):
         self.hidden = config.mlp_hidden
         self.gated = config.mlp == "swiglu"
         if self.gated:
-            self.gate_up = nn.Linear(config.d_model, 2 * config.mlp_hidden, bias=config.bias)  # gate and up fused
+            self.gate_up = Linear(config.d_model, 2 * config.mlp_hidden, bias=config.bias)  # gate and up fused
         else:
-            self.up = nn.Linear(config.d_model, config.mlp_hidden, bias=config.bias)
+            self.up = Linear(config.d_model, config.mlp_hidden, bias=config.bias)
             # A module, not a call, so that int8 decoding can fold it into `up`'s kernel
             # (`glassgpt.quantize`) and leave an identity here.
             self.act = nn.GELU(approximate="tanh")
-        self.down = nn.Linear(config.mlp_hidden, config.d_model, bias=config.bias)
+        self.down = Linear(config.mlp_hidden, config.d_model, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.gated:
@@ -312,6 +323,8 @@ class ModelOutput:
 class GPT(nn.Module):
     """The language model: token ids in, next-token logits out."""
 
+    matmul_kernel = "aten"  # training's float32 matmuls (`set_matmul_kernel`)
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -321,7 +334,7 @@ class GPT(nn.Module):
             self.pos_embed = nn.Embedding(config.context_length, config.d_model)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.final_norm = make_norm(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         if self.rotary:
@@ -354,6 +367,14 @@ class GPT(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def set_matmul_kernel(self, kernel: str) -> None:
+        """Train the linear layers and the output layer's loss on `kernel` ("aten" or "onednn",
+        `glassgpt.matmul.choose_matmul_kernel`); evaluation and generation are not affected."""
+        self.matmul_kernel = kernel
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.matmul_kernel = kernel
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> ModelOutput:
@@ -391,7 +412,8 @@ class GPT(nn.Module):
             return ModelOutput(self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x))
         # The output layer and the loss together, a few rows at a time (see below).
         loss = ChunkedCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T),
-                                         loss_chunk_rows(self.lm_head.weight.shape[0]), torch.is_grad_enabled())
+                                         loss_chunk_rows(self.lm_head.weight.shape[0]), torch.is_grad_enabled(),
+                                         self.matmul_kernel)
         return ModelOutput(None, loss)
 
 
@@ -470,10 +492,12 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
-                need_grads: bool) -> torch.Tensor:
+                need_grads: bool, matmul_kernel: str = "aten") -> torch.Tensor:
         device = h.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
         acc = torch.promote_types(dtype, torch.float32)  # for the softmax and the sums
+        # As `glassgpt.matmul.linear`: another kernel only for float32 training on a CPU.
+        kernel = matmul_kernel if need_grads and device == "cpu" and dtype == torch.float32 else "aten"
         w = weight.to(dtype)
         counts = targets != -1
         share = counts.to(acc) / counts.sum()  # each row's weight in the mean: 1/n, or 0 if ignored
@@ -486,13 +510,17 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         for start in range(0, len(h), chunk_rows):
             rows = slice(start, start + chunk_rows)
             t_c = targets[rows]
-            logits = (h[rows].to(dtype) @ w.t()).to(acc)  # (c, V)
+            logits = mm_nt(h[rows].to(dtype), w, kernel).to(acc)  # (c, V)
             p = torch.softmax(logits, dim=-1)  # one exp per logit: log p[target] is read from it
             picked[rows] = target_log_probs(p, logits, t_c)
             if need_grads:
                 g = p
                 g[torch.arange(len(t_c), device=g.device), t_c] -= 1  # p - onehot, still in float32
                 g = g.to(dtype)
+                if kernel != "aten":
+                    grad_h[rows] = mm_nt(g, w.t(), kernel)
+                    grad_w += weight_grad(g, h_share[rows], kernel)
+                    continue
                 torch.mm(g, w, out=grad_h[rows])
                 if grad_w.dtype == dtype:
                     grad_w.addmm_(g.t(), h_share[rows])
@@ -509,4 +537,4 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         grad_h, share, grad_w = ctx.saved_tensors
         h_dtype, weight_dtype = ctx.dtypes
         return ((grad_h * (share * grad_loss)[:, None]).to(h_dtype), (grad_w * grad_loss).to(weight_dtype),
-                None, None, None)
+                None, None, None, None)

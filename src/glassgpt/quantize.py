@@ -156,6 +156,7 @@ def _dynamic_int8(linear: nn.Linear) -> nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         source = copy.copy(linear)  # `from_float` reads the qconfig off the module
+        source.__class__ = nn.Linear  # and takes only nn.Linear itself, not the model's subclass
         source.qconfig = per_channel_dynamic_qconfig
         return DynamicInt8Linear.from_float(source)
 

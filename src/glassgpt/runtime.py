@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from glassgpt.errors import GlassError
+from glassgpt.matmul import mm_nt, peak_kernels
 
 Log = Callable[[str], None]
 
@@ -117,16 +118,20 @@ def peak_matmul_size(device: torch.device) -> int:
 
 
 def matmul_call_seconds(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
-                        min_seconds: float = 0.5, max_calls: int = 100) -> list[float]:
-    """Durations of back-to-back (n x n) @ (n x n) matmul calls, after a warm-up, until they add
-    up to `min_seconds` or `max_calls` calls (at least one); n defaults to `peak_matmul_size`."""
+                        min_seconds: float = 0.5, max_calls: int = 100, kernel: str = "aten") -> list[float]:
+    """Durations of back-to-back (n x n) @ (n x n) matmul calls with `kernel` (`glassgpt.matmul`),
+    after a warm-up, until they add up to `min_seconds` or `max_calls` calls (at least one); n
+    defaults to `peak_matmul_size`."""
     n = n or peak_matmul_size(device)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
 
     def one_call() -> float:
         start = time.perf_counter()
-        a @ b
+        if kernel == "aten":
+            a @ b
+        else:
+            mm_nt(a, b, kernel)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
@@ -144,9 +149,13 @@ def matmul_call_seconds(device: torch.device, dtype: torch.dtype = torch.float32
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
                  min_seconds: float = 0.5, max_calls: int = 100) -> float:
     """The best rate (FLOP/s) of an (n x n) @ (n x n) matmul on this device: the peak that model
-    FLOP utilisation (MFU) is measured against (its fastest call of `matmul_call_seconds`)."""
+    FLOP utilisation (MFU) is measured against (the fastest call of `matmul_call_seconds`, with
+    each kernel that can multiply `dtype` here, `glassgpt.matmul.peak_kernels`: on a CPU whose
+    BLAS leaves AVX-512 unused, oneDNN's float32 rate is the peak, whichever kernel trains)."""
     n = n or peak_matmul_size(device)
-    return 2 * n**3 / min(matmul_call_seconds(device, dtype, n, min_seconds, max_calls))
+    kernels = peak_kernels(device, dtype)  # `min_seconds` in all, shared between them
+    return max(2 * n**3 / min(matmul_call_seconds(device, dtype, n, min_seconds / len(kernels), max_calls, kernel))
+               for kernel in kernels)
 
 
 def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:

@@ -13,6 +13,7 @@ from glassgpt.config import ModelConfig, RunConfig, TrainConfig, preset
 from glassgpt.data.batches import WindowSampler
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import evaluate, token_byte_lengths
+from glassgpt.matmul import onednn_available
 from glassgpt.model import GPT, RESIDUAL_OUTPUTS
 from glassgpt.runs import RunFolder, TrainerState, load_run
 from glassgpt.tokenizer import Tokenizer
@@ -195,6 +196,23 @@ def test_zero_residual_init_starts_those_weights_at_zero_and_trains_them(tmp_pat
         assert len(outputs) == 2 * config.model.n_layer and all(w.any() for w in outputs)  # they train
         largest[init] = max(w.abs().max().item() for w in outputs)
     assert largest["zero"] <= config.train.lr * 1.01 < largest["scaled"]
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this PyTorch has no oneDNN linear")
+def test_training_on_onednn_says_so_and_learns_as_on_pytorchs_own_kernel(tmp_path: Path, small_text_dir: Path):
+    """The same 3 steps with each float32 kernel: the same first loss (before any update), nearly
+    the same losses after (AdamW's first steps magnify rounding in near-zero gradients a little)."""
+    runs = {}
+    for kernel in ("aten", "onednn"):
+        lines: list[str] = []
+        config = tiny_config(small_text_dir, max_steps=3, eval_every=3, log_every=1, dtype="fp32", matmul=kernel)
+        pretrain(config, tmp_path / kernel, show_progress=False, log=lines.append)
+        assert any(line.startswith("float32 matmuls: onednn") for line in lines) == (kernel == "onednn")
+        runs[kernel] = RunFolder(tmp_path / kernel).read_metrics()
+    first = [[r["train_loss"] for r in runs[k] if "train_loss" in r] for k in ("aten", "onednn")]
+    assert first[0][0] == pytest.approx(first[1][0], rel=1e-5)
+    assert first[0][-1] == pytest.approx(first[1][-1], rel=1e-3)
+    assert runs["aten"][-1]["val_loss"] == pytest.approx(runs["onednn"][-1]["val_loss"], rel=1e-3)
 
 
 def test_too_little_data_is_a_clear_error(tmp_path: Path):

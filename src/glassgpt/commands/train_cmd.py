@@ -12,7 +12,14 @@ from glassgpt.commands.common import (
     positive_float,
     positive_int,
 )
-from glassgpt.config import PRESETS, REPEAT_SOURCES, RESIDUAL_INITS, RunConfig, preset
+from glassgpt.config import (
+    MATMUL_SETTINGS,
+    PRESETS,
+    REPEAT_SOURCES,
+    RESIDUAL_INITS,
+    RunConfig,
+    preset,
+)
 from glassgpt.errors import GlassError
 from glassgpt.runs import RunFolder
 from glassgpt.runtime import destroy_process_group, init_process_group, resolve_device
@@ -28,7 +35,7 @@ TRAIN_FLAGS = {"max_steps": "max_steps", "time_budget": "time_budget_min", "batc
                "decay_fraction": "decay_fraction", "qk_clip": "qk_clip", "repeat_fraction": "repeat_fraction",
                "repeat_source": "repeat_source", "repeat_min_period": "repeat_min_period",
                "repeat_max_period": "repeat_max_period", "eval_every": "eval_every", "log_every": "log_every",
-               "save_every": "save_every", "dtype": "dtype", "compile": "compile", "seed": "seed",
+               "save_every": "save_every", "dtype": "dtype", "compile": "compile", "matmul": "matmul", "seed": "seed",
                "residual_init": "residual_init"}
 
 
@@ -117,6 +124,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps (and at the end)")
     g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="auto = bf16 where measured faster")
     g.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile (auto = on GPUs only; train --preset small sets on)")
+    g.add_argument("--matmul", choices=list(MATMUL_SETTINGS),
+                   help="float32 matmul kernel for CPU training: auto = oneDNN where measured faster than "
+                        "PyTorch's own (MKL leaves AVX-512 unused on AMD CPUs); aten or onednn to force one")
     g.add_argument("--seed", type=int)
 
 

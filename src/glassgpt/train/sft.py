@@ -30,6 +30,7 @@ from glassgpt.data.chats import (
 from glassgpt.data.tasks import conversations
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult
+from glassgpt.matmul import choose_matmul_kernel
 from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, TrainerState
 from glassgpt.runtime import (
@@ -164,9 +165,13 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
 
     optimizer, state = start_training(run, config, model, tokenizer, batches, resume, log)
     dtype = choose_dtype(t.dtype, device)
+    matmuls = choose_matmul_kernel(t.matmul, device, dtype)
+    model.set_matmul_kernel(matmuls.kernel)  # before compiling: the compiled graph keeps it
     compiled = maybe_compile(model, t.compile, device, log)
     log(f"model: {model.num_parameters():,} parameters, context {context}; {str(dtype).removeprefix('torch.')} "
         f"on {device.type}; {t.batch_size * t.grad_accum:,} packed rows of {context} tokens per step")
+    if matmuls.kernel != "aten":
+        log(f"float32 matmuls: {matmuls.kernel} ({matmuls.reason}; --matmul aten for PyTorch's own)")
 
     def validate(is_last: bool) -> dict[str, float]:
         return {"val_loss": answer_loss(model, val_batches, dtype, device)}
