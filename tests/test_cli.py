@@ -140,6 +140,14 @@ def test_bad_init_from_is_a_one_line_error(tiny_run: Path, tmp_path: Path, capsy
     assert (tiny_run / "model.safetensors").read_bytes() == before and not (tmp_path / "r").exists()
 
 
+def test_matmul_onednn_with_bf16_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture):
+    code, _, err = run_cli(capsys, "train", "--preset", "tiny", "--matmul", "onednn", "--dtype", "bf16",
+                           "--device", "cpu", "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "--matmul onednn is for float32 training on CPUs")
+    assert not (tmp_path / "r").exists()
+
+
 def test_no_stage_writes_into_the_model_it_starts_from(tiny_run: Path, tiny_chat_run: Path,
                                                        capsys: pytest.CaptureFixture):
     for command, parent in (("sft", tiny_run), ("rl", tiny_chat_run)):

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from glassgpt import matmul
 from glassgpt.config import ModelConfig, TrainConfig
 from glassgpt.errors import GlassError
-from glassgpt.matmul import choose_matmul_kernel, linear, mm_nt, peak_kernels, weight_grad
+from glassgpt.matmul import (
+    check_matmul_setting,
+    choose_matmul_kernel,
+    linear,
+    mm_nt,
+    peak_kernels,
+    weight_grad,
+)
 from glassgpt.model import GPT, Linear
 from glassgpt.runtime import matmul_flops
 
@@ -116,8 +123,13 @@ def test_a_compiled_model_trains_on_onednn_as_eager_does():
 def test_the_kernel_choice(monkeypatch: pytest.MonkeyPatch):
     assert choose_matmul_kernel("aten", CPU, torch.float32).kernel == "aten"
     assert choose_matmul_kernel("auto", CPU, torch.bfloat16).kernel == "aten"  # bf16 is oneDNN's already
-    with pytest.raises(GlassError, match="--dtype fp32"):
-        choose_matmul_kernel("onednn", CPU, torch.bfloat16)
+    # --dtype auto that resolved to bf16: "onednn" has nothing to do; an explicit bf16 is refused up front.
+    assert choose_matmul_kernel("onednn", CPU, torch.bfloat16).kernel == "aten"
+    for device, dtype_setting in [(CPU, "bf16"), (torch.device("cuda"), "auto")]:
+        with pytest.raises(GlassError, match="--dtype fp32"):
+            check_matmul_setting("onednn", device, dtype_setting)
+    check_matmul_setting("onednn", CPU, "auto")
+    check_matmul_setting("auto", torch.device("cuda"), "bf16")
     with pytest.raises(GlassError, match="matmul must be one of"):
         choose_matmul_kernel("mkl", CPU, torch.float32)
     monkeypatch.setattr(matmul, "onednn_available", lambda: True)

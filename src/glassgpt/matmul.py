@@ -103,24 +103,33 @@ class MatmulChoice:
     reason: str
 
 
-def choose_matmul_kernel(setting: str, device: torch.device, dtype: torch.dtype) -> MatmulChoice:
-    """The kernel for `setting` ("auto", "aten" or "onednn") when training in `dtype` on `device`.
-
-    "auto" times both kernels on a matmul of the presets' shapes (best of interleaved rounds) and
-    takes oneDNN when it is at least `ONEDNN_MIN_SPEEDUP` x faster. Only CPU float32 training has a
-    choice; "onednn" elsewhere, or where this PyTorch lacks it, is a one-line error."""
+def check_matmul_setting(setting: str, device: torch.device, dtype_setting: str) -> None:
+    """Refuse, in one line, a kernel setting that cannot apply: called before a run starts, so that
+    nothing is written for it. `dtype_setting` is `TrainConfig.dtype` ("auto", "bf16", "fp32")."""
     if setting not in MATMUL_SETTINGS:  # TrainConfig refuses it first; a direct call gets the same line
         raise GlassError(f"matmul must be one of {', '.join(MATMUL_SETTINGS)}, got {setting!r}")
-    choosable = device.type == "cpu" and dtype == torch.float32
-    if setting == "onednn":
-        if not choosable:
-            raise GlassError("--matmul onednn is for float32 training on CPUs: add --dtype fp32, or leave "
-                             "--matmul at auto (bf16 matmuls already run on oneDNN)")
-        if not onednn_available():
-            raise GlassError("this PyTorch has no oneDNN float32 linear: use --matmul aten (or auto)")
-        return MatmulChoice("onednn", "as asked")
-    if setting == "aten" or not choosable or not onednn_available():
+    if setting != "onednn":
+        return
+    if device.type != "cpu" or dtype_setting == "bf16":
+        raise GlassError("--matmul onednn is for float32 training on CPUs: add --dtype fp32 (on a CPU), or "
+                         "leave --matmul at auto (bf16 matmuls already run on oneDNN)")
+    if not onednn_available():
+        raise GlassError("this PyTorch has no oneDNN float32 linear: use --matmul aten (or auto)")
+
+
+def choose_matmul_kernel(setting: str, device: torch.device, dtype: torch.dtype) -> MatmulChoice:
+    """The kernel for `setting` ("auto", "aten" or "onednn", checked by `check_matmul_setting`)
+    when training in `dtype` on `device`.
+
+    Only CPU float32 training has a choice (with `--dtype auto` resolved to bf16, "onednn" falls
+    back to PyTorch's path, whose bf16 matmuls are oneDNN's). "auto" times both kernels on a
+    matmul of the presets' shapes (best of interleaved rounds) and takes oneDNN when it is at
+    least `ONEDNN_MIN_SPEEDUP` x faster."""
+    check_matmul_setting(setting, device, "fp32" if dtype == torch.float32 else "auto")
+    if device.type != "cpu" or dtype != torch.float32 or setting == "aten" or not onednn_available():
         return MatmulChoice("aten", "as asked" if setting == "aten" else "PyTorch's own")
+    if setting == "onednn":
+        return MatmulChoice("onednn", "as asked")
     speedup = onednn_speedup()
     if speedup >= ONEDNN_MIN_SPEEDUP:
         return MatmulChoice("onednn", f"measured {speedup:.1f}x PyTorch's own here")

@@ -30,7 +30,7 @@ from glassgpt.data.corpus import CorpusSplit, load_documents, split_documents
 from glassgpt.data.token_cache import TokenArray, encode_documents
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult, evaluate, token_byte_lengths
-from glassgpt.matmul import choose_matmul_kernel
+from glassgpt.matmul import check_matmul_setting, choose_matmul_kernel
 from glassgpt.model import GPT
 from glassgpt.runs import LoadedRun, RunFolder, TrainerState
 from glassgpt.runtime import (
@@ -167,6 +167,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                              "drop --optimizer, or train a new run")
     # Continued pretraining (`parent` set): the parent's weights and tokenizer, a fresh optimizer.
     parent = None if resume or config.parent is None else load_parent(config, run)
+    check_matmul_setting(config.train.matmul, device, config.train.dtype)  # before anything is written
     start_folder(run, resume, distributed)
     seed_everything(config.train.seed)
 

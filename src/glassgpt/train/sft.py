@@ -30,7 +30,7 @@ from glassgpt.data.chats import (
 from glassgpt.data.tasks import conversations
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult
-from glassgpt.matmul import choose_matmul_kernel
+from glassgpt.matmul import check_matmul_setting, choose_matmul_kernel
 from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, TrainerState
 from glassgpt.runtime import (
@@ -132,6 +132,7 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
     `config` from `RunConfig.for_resume`). One process."""
     run = RunFolder(out_dir)
     device = device or resolve_device("auto")
+    check_matmul_setting(config.train.matmul, device, config.train.dtype)  # before anything is written
     if resume:
         saved = run.load_config()
         if saved.stage != "sft":
