@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         for product, (m, k, n_out) in products(config, batch * config.context_length).items():
             runners = {(kind, kernel): run for kernel in KERNELS
                        for kind, run in product_runners(m, k, n_out, kernel).items()}
+            for run in runners.values():  # warm up: oneDNN builds a primitive for each new shape
+                run()
             rates = interleaved(runners, repeats)
             for kind in ("forward", "input grad", "weight grad"):
                 aten, onednn = rates[(kind, "aten")].median, rates[(kind, "onednn")].median
