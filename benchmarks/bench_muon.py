@@ -1,4 +1,4 @@
-"""Muon's Newton-Schulz with a group's same-shaped matrices stacked, against one matrix at a time.
+"""Muon's Newton-Schulz with a group's same-shaped matrices stacked (or on oneDNN), against one matrix at a time.
 
 `glassgpt.train.optim.Muon` orthogonalises the matrices of one parameter group that share a shape
 (the same projection of every block) as one stack, with batched matmuls; the arithmetic of each
@@ -9,11 +9,15 @@ random gradients:
 - `alone`: the same optimizer with each matrix in a parameter group of its own (nothing is
   stacked: how it stepped before);
 - `stacked`: every hidden matrix in one group, as `make_optimizer` builds it;
+- `onednn`: the same, with the iteration's products on oneDNN one matrix at a time
+  (`glassgpt.train.optim.set_matmul_kernel`, as training sets it where oneDNN's float32 matmul
+  is the faster; left out where this PyTorch has none); the model's own matmuls stay on
+  PyTorch's kernel in all three;
 
 first Muon's step by itself, then (`--step`) whole eager fp32 training steps of the preset with
 its own recipe (forward with the loss, backward, clipping, AdamW + Muon), the way the demo trains.
-Both optimizers first take the same steps from the same weights, which must end equal (to
-float32 rounding) or the run fails.
+All first take the same steps from the same weights, which must end equal (to float32
+rounding) or the run fails.
 
     python benchmarks/bench_muon.py [--presets demo,small] [--repeats 15] [--step] [--quick]
 """
@@ -41,11 +45,12 @@ from benchmarks.common import (  # noqa: E402
     seconds,
 )
 from glassgpt.config import ModelConfig, RunConfig, preset  # noqa: E402
+from glassgpt.matmul import onednn_available  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
-from glassgpt.train.optim import CombinedOptimizer, Muon, make_optimizer  # noqa: E402
+from glassgpt.train.optim import CombinedOptimizer, Muon, make_optimizer, set_matmul_kernel  # noqa: E402
 
-VARIANTS = ("alone", "stacked")
+VARIANTS = ("alone", "stacked", "onednn") if onednn_available() else ("alone", "stacked")
 QUICK = RunConfig(model=ModelConfig(vocab_size=256, context_length=32, n_layer=2, n_head=2, n_kv_head=2, d_model=64),
                   train=dataclasses.replace(preset("demo").train, batch_size=4))
 
@@ -60,7 +65,8 @@ def optimizer_for(model: GPT, config: RunConfig, variant: str) -> CombinedOptimi
     """`make_optimizer`'s AdamW + Muon; for "alone", Muon with one group per matrix."""
     optimizer = make_optimizer(model, config.train)
     assert isinstance(optimizer, CombinedOptimizer)
-    if variant == "stacked":
+    if variant != "alone":
+        set_matmul_kernel(optimizer, "onednn" if variant == "onednn" else "aten")
         return optimizer
     adamw, muon = optimizer.optimizers
     (group,) = muon.param_groups
@@ -104,7 +110,7 @@ def train_step_runner(model: GPT, optimizer: CombinedOptimizer, config: RunConfi
 
 
 def check_equal_steps(config: RunConfig) -> None:
-    """Both variants take the same three training steps from the same weights: they must end equal."""
+    """Every variant takes the same four training steps from the same weights: they must end equal."""
     ends = []
     for variant in VARIANTS:
         torch.manual_seed(0)
@@ -115,9 +121,10 @@ def check_equal_steps(config: RunConfig) -> None:
         for _ in range(2):  # each call is two steps
             runner()
         ends.append(dict(model.named_parameters()))
-    alone, stacked = ends
-    for name, weight in alone.items():
-        torch.testing.assert_close(stacked[name], weight, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    alone, *others = ends
+    for other in others:
+        for name, weight in alone.items():
+            torch.testing.assert_close(other[name], weight, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def bench(name: str, repeats: int, whole_steps: bool, quick: bool) -> list[list[str]]:

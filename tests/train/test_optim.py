@@ -14,6 +14,7 @@ import torch
 from glassgpt.config import ModelConfig, TrainConfig, preset
 from glassgpt.data.batches import WindowSampler
 from glassgpt.errors import GlassError
+from glassgpt.matmul import onednn_available
 from glassgpt.model import GPT, max_attention_logits
 from glassgpt.runs import RunFolder, TrainerState, load_run
 from glassgpt.runtime import full_optimizer_state, load_full_state
@@ -26,6 +27,7 @@ from glassgpt.train.optim import (
     learning_rate,
     lr_multiplier,
     make_optimizer,
+    set_matmul_kernel,
     track_attention_logits,
 )
 from glassgpt.train.pretrain import next_token_loss, pretrain
@@ -311,6 +313,33 @@ def test_muon_steps_each_stacked_matrix_as_if_it_were_alone(monkeypatch: pytest.
     for name, p in hidden:
         assert not torch.allclose(alone[name], p, atol=1e-3), name
         torch.testing.assert_close(stacked[name], alone[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this PyTorch has no oneDNN linear")
+def test_muon_on_onednn_steps_as_on_pytorchs_kernel():
+    """Newton-Schulz's products on oneDNN (one matrix at a time): the same three steps of a
+    model's hidden matrices end at the same weights, to float32 rounding."""
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    optimizer = make_optimizer(model, MUON)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    grads = [{name: torch.randn_like(p) for name, p in model.named_parameters()} for _ in range(3)]
+    ends = []
+    for kernel in ("aten", "onednn"):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(start[name])
+        optimizer = make_optimizer(model, MUON)
+        set_matmul_kernel(optimizer, kernel)
+        assert [getattr(o, "matmul_kernel", None) for o in optimizer] == [None, kernel]
+        for step_grads in grads:
+            for name, p in model.named_parameters():
+                p.grad = step_grads[name].clone()
+            optimizer.step()
+        ends.append({name: p.detach().clone() for name, p in model.named_parameters()})
+    for name, weight in ends[0].items():
+        assert not torch.equal(weight, start[name]), name
+        torch.testing.assert_close(ends[1][name], weight, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def _attention_logits(model: GPT, ids: torch.Tensor) -> list[torch.Tensor]:

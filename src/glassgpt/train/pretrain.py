@@ -53,7 +53,7 @@ from glassgpt.runtime import (
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import Optimizer, make_optimizer
+from glassgpt.train.optim import Optimizer, make_optimizer, set_matmul_kernel
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     dtype = choose_dtype(t.dtype, device)
     matmuls = choose_matmul_kernel(t.matmul, device, dtype)
     raw_model.set_matmul_kernel(matmuls.kernel)  # before compiling: the compiled graph keeps it
+    set_matmul_kernel(optimizer, matmuls.kernel)
 
     def measure_peak() -> float:  # MFU's reference: this device's own matmul peak in the training dtype (~0.5 s)
         return matmul_flops(device, dtype) * distributed.world_size

@@ -43,7 +43,7 @@ from glassgpt.runtime import (
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import Optimizer, make_optimizer
+from glassgpt.train.optim import Optimizer, make_optimizer, set_matmul_kernel
 from glassgpt.train.pretrain import (
     Resumable,
     TrainResult,
@@ -168,6 +168,7 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
     dtype = choose_dtype(t.dtype, device)
     matmuls = choose_matmul_kernel(t.matmul, device, dtype)
     model.set_matmul_kernel(matmuls.kernel)  # before compiling: the compiled graph keeps it
+    set_matmul_kernel(optimizer, matmuls.kernel)
     compiled = maybe_compile(model, t.compile, device, log)
     log(f"model: {model.num_parameters():,} parameters, context {context}; {str(dtype).removeprefix('torch.')} "
         f"on {device.type}; {t.batch_size * t.grad_accum:,} packed rows of {context} tokens per step")
