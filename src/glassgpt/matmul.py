@@ -2,9 +2,10 @@
 
 PyTorch sends a CPU float32 matmul to its BLAS (Intel's MKL in the official wheels), which on AMD
 CPUs takes its AVX2 code even where the CPU has AVX-512: on the 2-core AMD EPYC (AVX-512) this
-project is measured on, a 1024^3 matmul ran at ~190-225 GFLOP/s through `torch.mm` and at
-~410-445 through oneDNN (bundled with PyTorch, which picks its code by the instructions a CPU
-has), with the same float32 results (README, "Training on this CPU"). So training can run its
+project is measured on, the best call of a 1024^3 matmul ran at 230 GFLOP/s through `torch.mm`
+and at 507 through oneDNN (bundled with PyTorch, which picks its code by the instructions a CPU
+has), with the same float32 results (`benchmarks/bench_matmul.py`; README, "Training on this
+CPU"). So training can run its
 linear layers and its output layer's loss on oneDNN (`linear`, `mm_nt`, `weight_grad` with
 kernel "onednn"), and `choose_matmul_kernel` measures at start-up which kernel is faster here.
 
