@@ -5,9 +5,9 @@ CPUs takes its AVX2 code even where the CPU has AVX-512: on the 2-core AMD EPYC 
 project is measured on, the best call of a 1024^3 matmul ran at 230 GFLOP/s through `torch.mm`
 and at 507 through oneDNN (bundled with PyTorch, which picks its code by the instructions a CPU
 has), with the same float32 results (`benchmarks/bench_matmul.py`; README, "Training on this
-CPU"). So training can run its
-linear layers and its output layer's loss on oneDNN (`linear`, `mm_nt`, `weight_grad` with
-kernel "onednn"), and `choose_matmul_kernel` measures at start-up which kernel is faster here.
+CPU"). So training can run its linear layers and its output layer's loss on oneDNN (`linear`,
+`mm_nt`, `weight_grad` with kernel "onednn"), and `choose_matmul_kernel` measures at start-up
+which kernel is faster here.
 
 Only training uses it: under `torch.no_grad` (evaluation, generation) `linear` keeps PyTorch's
 own path, as do bf16 autocast (whose matmuls PyTorch already sends to oneDNN) and GPUs. The oneDNN
@@ -102,6 +102,10 @@ class MatmulChoice:
 
     kernel: str
     reason: str
+
+    def describe(self) -> str:
+        """The training log's line about the choice."""
+        return f"float32 matmuls: {self.kernel} ({self.reason}; --matmul aten for PyTorch's own)"
 
 
 def check_matmul_setting(setting: str, device: torch.device, dtype_setting: str) -> None:

@@ -184,7 +184,7 @@ class Attention(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         # One matmul for q, k and v together: fewer, larger matmuls are faster on a CPU.
         self.qkv = Linear(config.d_model, (config.n_head + 2 * config.n_kv_head) * config.head_dim,
-                             bias=config.bias)
+                          bias=config.bias)
         self.out = Linear(config.n_head * config.head_dim, config.d_model, bias=config.bias)
         # QK-clip (`glassgpt.train.optim.clip_attention_logits`) sets this while training: training
         # forwards then keep their heads' largest attention logits in `max_logit` (H,) until the

@@ -23,8 +23,8 @@ from torch import nn
 
 from glassgpt.config import TrainConfig
 from glassgpt.errors import GlassError
-from glassgpt.matmul import mm_nt
-from glassgpt.model import Attention
+from glassgpt.matmul import MatmulChoice, choose_matmul_kernel, mm_nt
+from glassgpt.model import GPT, Attention
 from glassgpt.runtime import SINGLE, Distributed, all_reduce, is_sharded, unwrap
 
 #: The matrices Muon owns: the transformer blocks' hidden projections (not embeddings, not the
@@ -148,18 +148,9 @@ def orthogonalize(matrix: torch.Tensor, coefficients: tuple[float, float, float]
     faster than the stack on PyTorch's kernel on this project's AVX-512 EPYC
     (`benchmarks/bench_muon.py`)."""
     a, b, c = coefficients
-    if kernel == "onednn" and not matrix.is_cuda:
-        if matrix.dim() == 3:
-            return torch.stack([orthogonalize(one, coefficients, steps, eps, kernel) for one in matrix])
-        x = matrix.float()
-        tall = x.size(0) > x.size(1)
-        if tall:
-            x = x.T
-        x = x / x.norm().clamp(min=eps)
-        for _ in range(steps):
-            gram = mm_nt(x, x, kernel)  # x @ x.T, symmetric: gram @ gram = gram @ gram.T
-            x = a * x + mm_nt(b * gram + c * mm_nt(gram, gram, kernel), x.T, kernel)
-        return x.T if tall else x
+    on_onednn = kernel == "onednn" and not matrix.is_cuda
+    if on_onednn and matrix.dim() == 3:
+        return torch.stack([orthogonalize(one, coefficients, steps, eps, kernel) for one in matrix])
     multiply_add = torch.addmm if matrix.dim() == 2 else torch.baddbmm
     x = matrix.to(torch.bfloat16 if matrix.is_cuda else torch.float32)
     tall = matrix.size(-2) > matrix.size(-1)
@@ -168,8 +159,12 @@ def orthogonalize(matrix: torch.Tensor, coefficients: tuple[float, float, float]
     # Each matrix by its Frobenius norm (>= its spectral norm, so its singular values end <= 1).
     x = x / (x.norm() if x.dim() == 2 else x.norm(dim=(-2, -1), keepdim=True)).clamp(min=eps)
     for _ in range(steps):
-        gram = x @ x.mT
-        x = multiply_add(x, multiply_add(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        if on_onednn:
+            gram = mm_nt(x, x, kernel)  # x @ x.T, symmetric: gram @ gram = gram @ gram.T
+            x = a * x + mm_nt(b * gram + c * mm_nt(gram, gram, kernel), x.mT, kernel)
+        else:
+            gram = x @ x.mT
+            x = multiply_add(x, multiply_add(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.mT if tall else x
 
 
@@ -179,6 +174,16 @@ def set_matmul_kernel(optimizer: Optimizer, kernel: str) -> None:
     for one in optimizer if isinstance(optimizer, CombinedOptimizer) else (optimizer,):
         if isinstance(one, Muon):
             one.matmul_kernel = kernel
+
+
+def use_matmul_kernel(model: GPT, optimizer: Optimizer, setting: str, device: torch.device,
+                      dtype: torch.dtype) -> MatmulChoice:
+    """Choose training's float32 matmul kernel (`glassgpt.matmul.choose_matmul_kernel`) and set it
+    on the model and on Muon, if any. Call it before compiling: the compiled graph keeps it."""
+    choice = choose_matmul_kernel(setting, device, dtype)
+    model.set_matmul_kernel(choice.kernel)
+    set_matmul_kernel(optimizer, choice.kernel)
+    return choice
 
 
 def _muon_lr_scale(adjust_lr_fn: str | None, shape: torch.Size) -> float:

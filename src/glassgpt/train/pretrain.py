@@ -30,7 +30,7 @@ from glassgpt.data.corpus import CorpusSplit, load_documents, split_documents
 from glassgpt.data.token_cache import TokenArray, encode_documents
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult, evaluate, token_byte_lengths
-from glassgpt.matmul import check_matmul_setting, choose_matmul_kernel
+from glassgpt.matmul import check_matmul_setting
 from glassgpt.model import GPT
 from glassgpt.runs import LoadedRun, RunFolder, TrainerState
 from glassgpt.runtime import (
@@ -53,7 +53,7 @@ from glassgpt.runtime import (
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import Optimizer, make_optimizer, set_matmul_kernel
+from glassgpt.train.optim import Optimizer, make_optimizer, use_matmul_kernel
 
 
 @dataclass(frozen=True)
@@ -207,9 +207,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         run.save_config(config)
 
     dtype = choose_dtype(t.dtype, device)
-    matmuls = choose_matmul_kernel(t.matmul, device, dtype)
-    raw_model.set_matmul_kernel(matmuls.kernel)  # before compiling: the compiled graph keeps it
-    set_matmul_kernel(optimizer, matmuls.kernel)
+    matmuls = use_matmul_kernel(raw_model, optimizer, t.matmul, device, dtype)  # before compiling
 
     def measure_peak() -> float:  # MFU's reference: this device's own matmul peak in the training dtype (~0.5 s)
         return matmul_flops(device, dtype) * distributed.world_size
@@ -224,7 +222,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         f"d_model {config.model.d_model}, context {config.model.context_length}; "
         f"{str(dtype).removeprefix('torch.')} on {device.type}{processes}; {tokens_per_step:,} tokens/step")
     if matmuls.kernel != "aten":
-        log(f"float32 matmuls: {matmuls.kernel} ({matmuls.reason}; --matmul aten for PyTorch's own)")
+        log(matmuls.describe())
     log(f"matmul peak measured here: {peak_flops / 1e9:,.0f} GFLOP/s (again at the first log and each evaluation); the model needs "
         f"{config.model.flops_per_token() / 1e6:,.1f} MFLOP per training token")
 

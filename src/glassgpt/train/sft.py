@@ -30,7 +30,7 @@ from glassgpt.data.chats import (
 from glassgpt.data.tasks import conversations
 from glassgpt.errors import GlassError
 from glassgpt.evaluate import EvalResult
-from glassgpt.matmul import check_matmul_setting, choose_matmul_kernel
+from glassgpt.matmul import check_matmul_setting
 from glassgpt.model import GPT
 from glassgpt.runs import RunFolder, TrainerState
 from glassgpt.runtime import (
@@ -43,7 +43,7 @@ from glassgpt.runtime import (
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
-from glassgpt.train.optim import Optimizer, make_optimizer, set_matmul_kernel
+from glassgpt.train.optim import Optimizer, make_optimizer, use_matmul_kernel
 from glassgpt.train.pretrain import (
     Resumable,
     TrainResult,
@@ -166,14 +166,12 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
 
     optimizer, state = start_training(run, config, model, tokenizer, batches, resume, log)
     dtype = choose_dtype(t.dtype, device)
-    matmuls = choose_matmul_kernel(t.matmul, device, dtype)
-    model.set_matmul_kernel(matmuls.kernel)  # before compiling: the compiled graph keeps it
-    set_matmul_kernel(optimizer, matmuls.kernel)
+    matmuls = use_matmul_kernel(model, optimizer, t.matmul, device, dtype)  # before compiling
     compiled = maybe_compile(model, t.compile, device, log)
     log(f"model: {model.num_parameters():,} parameters, context {context}; {str(dtype).removeprefix('torch.')} "
         f"on {device.type}; {t.batch_size * t.grad_accum:,} packed rows of {context} tokens per step")
     if matmuls.kernel != "aten":
-        log(f"float32 matmuls: {matmuls.kernel} ({matmuls.reason}; --matmul aten for PyTorch's own)")
+        log(matmuls.describe())
 
     def validate(is_last: bool) -> dict[str, float]:
         return {"val_loss": answer_loss(model, val_batches, dtype, device)}
