@@ -13,6 +13,10 @@ on the reference machine), forward + backward of:
 - `hand-written backward, N blocks`: the blocked version as one autograd function that keeps
   each block's probabilities and computes the gradients itself (dV = P^T dO, dS = P (dP -
   rowsum(dO O)), dQ = dS K, dK = dS^T Q), without autograd's per-op bookkeeping;
+- `oneDNN products, whole window`: the hand-written backward's products on oneDNN, which runs
+  float32 matmuls ~2x MKL's rate on this CPU (`glassgpt.matmul`; training's linear layers use
+  it): oneDNN's linear takes one matrix, not a batch, so each (batch, head) is its own call, over
+  the whole window (blocks would only make more, smaller calls), as one opaque operator;
 - the matmul versions again under `torch.compile` (`--compile`), which fuses the mask and the
   softmax.
 
@@ -24,12 +28,14 @@ two batched matmuls of the textbook version alone, at the same shapes: how fast 
 matmuls this small (the head size, 64, is the inner dimension of q @ k^T).
 
 `--step` then times whole training steps of the preset (`benchmarks.bench_shapes.step_runner`,
-compiled where the preset trains compiled) in three worker processes taking turns: one as the
-model is, two whose training attention is the hand-written backward with 4 blocks (swapped in
-for the whole process: `torch.compile` keeps what it traced, so one process cannot switch),
-once as the autograd function, which `torch.compile` traces into, and once as one opaque custom
-operator (`torch.library.custom_op`), which it calls as it is, like SDPA's kernel; all with as
-many key/value heads as query heads, which the hand-written version needs.
+compiled where the preset trains compiled, linear layers on oneDNN where this PyTorch has it, as
+`glassgpt train` chooses on this CPU) in worker processes taking turns: one as the model is
+(SDPA), the others with another training attention swapped in for the whole process
+(`torch.compile` keeps what it traced, so one process cannot switch): the hand-written backward
+with 4 blocks as the autograd function, which `torch.compile` traces into, and as one opaque
+custom operator (`torch.library.custom_op`), which it calls as it is, like SDPA's kernel; and
+the oneDNN version. All with as many key/value heads as query heads, which the hand-written
+versions need.
 
     python benchmarks/bench_attention.py [--preset small] [--repeats 7] [--compile] [--step] [--quick]
 """
@@ -62,10 +68,12 @@ from benchmarks.common import (  # noqa: E402
 )
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
+from glassgpt.matmul import onednn_available  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ONEDNN = "oneDNN products, whole window"
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -201,6 +209,81 @@ def hand_written_op(blocks: int) -> Attention:
     return lambda q, k, v: blocked_attention_op(q.contiguous(), k.contiguous(), v.contiguous(), blocks)[0]
 
 
+# Attention's products on oneDNN, where `glassgpt.matmul` trains the linear layers on this CPU
+# (~2x MKL's rate): the four products of each head the plain way, one (batch, head) at a time
+# (oneDNN's linear takes one weight, not a batch of them), over the whole window, and the
+# probabilities kept for the backward: dV = P^T dO, dS = P (dO V^T - rowsum(dO O)) / sqrt(Dh),
+# dQ = dS K, dK = dS^T Q. Each direction is one opaque operator. Every operand is contiguous or
+# the transpose of a contiguous matrix: oneDNN multiplied a (256, 128) slice of a wider matrix
+# (rows 1152 floats apart, one head of the q/k/v projection) in ~100 ms instead of ~0.06 ms.
+
+def _onednn_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T through oneDNN, called directly (inside the operators below)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+def _heads(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(B, H, T, d) contiguous -> its B*H matrices (T, d), views."""
+    return x.view(-1, *x.shape[2:]).unbind(0)
+
+
+@torch.library.custom_op("glassgpt_bench::onednn_attention", mutates_args=())
+def onednn_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+    """q, k, v (B, H, T, Dh) contiguous -> [out (B, H, T, Dh), each (batch, head)'s probabilities (T, T)]."""
+    T, Dh = q.shape[2:]
+    above_diagonal = torch.full((T, T), float("-inf")).triu_(1)
+    probs, outs = [], []
+    for query, key, value in zip(_heads(q), _heads(k), _heads(v), strict=True):
+        p = torch.softmax(_onednn_nt(query, key).mul_(Dh**-0.5).add_(above_diagonal), dim=-1)  # QK^T/sqrt(Dh)
+        probs.append(p)
+        outs.append(_onednn_nt(p, value.t()))  # P V
+    return [torch.stack(outs).view(q.shape), *probs]
+
+
+@onednn_attention_op.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+    B, H, T, _ = q.shape
+    return [torch.empty_like(q), *(q.new_empty(T, T) for _ in range(B * H))]
+
+
+@torch.library.custom_op("glassgpt_bench::onednn_attention_backward", mutates_args=())
+def onednn_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 out: torch.Tensor, probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[dq, dk, dv], every tensor (B, H, T, Dh) contiguous."""
+    T, Dh = q.shape[2:]
+    row_dots = (grad_out * out).sum(-1, keepdim=True).view(-1, T, 1).unbind(0)  # rowsum(dO O) = rowsum(P dP)
+    grads: tuple[list[torch.Tensor], ...] = ([], [], [])
+    for query, key, value, p, d_out, row_dot in zip(_heads(q), _heads(k), _heads(v), probs, _heads(grad_out),
+                                                    row_dots, strict=True):
+        grad_scores = _onednn_nt(d_out, value).sub_(row_dot).mul_(p).mul_(Dh**-0.5)  # dS
+        grads[0].append(_onednn_nt(grad_scores, key.t()))  # dQ = dS K
+        grads[1].append(_onednn_nt(grad_scores.t(), query.t()))  # dK = dS^T Q
+        grads[2].append(_onednn_nt(p.t(), d_out.t()))  # dV = P^T dO
+    return [torch.stack(g).view(q.shape) for g in grads]
+
+
+@onednn_attention_backward_op.register_fake
+def _(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+      probs: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.empty_like(q) for _ in range(3)]
+
+
+def _save_for_onednn_backward(ctx, inputs: tuple, output: list[torch.Tensor]) -> None:
+    ctx.save_for_backward(*inputs, *output)
+
+
+def _onednn_backward(ctx, grads: list[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
+    q, k, v, out, *probs = ctx.saved_tensors
+    return tuple(onednn_attention_backward_op(grads[0].contiguous(), q, k, v, out, probs))
+
+
+onednn_attention_op.register_autograd(_onednn_backward, setup_context=_save_for_onednn_backward)
+
+
+def onednn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return onednn_attention_op(q.contiguous(), k.contiguous(), v.contiguous())[0]
+
+
 def variants(context: int, compiled: bool) -> dict[str, Attention]:
     matmul_versions: dict[str, Attention] = {"masked matmuls": blocked(1, context)}
     for blocks in (2, 4, 8):
@@ -212,19 +295,22 @@ def variants(context: int, compiled: bool) -> dict[str, Attention]:
             found[f"hand-written backward, {blocks} blocks"] = hand_written(blocks)
             if blocks == 4:  # the version `--step` times too
                 found["hand-written backward, 4 blocks, one operator"] = hand_written_op(4)
+    if onednn_available():
+        found[ONEDNN] = onednn
     if compiled:
         found.update({f"{name}, compiled": torch.compile(fn) for name, fn in matmul_versions.items()})
     return found
 
 
 def step_worker(config: ModelConfig, compiled: bool, swap_in: str, conn: Connection) -> None:
-    """Serve turns of two training steps of a `config` model, answered with tokens/s. `swap_in`:
-    "" keeps SDPA; "function" or "operator" makes the model's causal training attention
-    `hand_written(4)` or `hand_written_op(4)`."""
+    """Serve turns of two training steps of a `config` model, answered with tokens/s; its linear
+    layers on oneDNN where this PyTorch has it (as `glassgpt train` chooses here). `swap_in`: ""
+    keeps SDPA; "function", "operator" or "onednn" makes the model's causal training attention
+    `hand_written(4)`, `hand_written_op(4)` or `onednn`."""
     swapped_calls, counting = 0, True
     if swap_in:
         original = F.scaled_dot_product_attention
-        ours = {"function": hand_written, "operator": hand_written_op}[swap_in](4)
+        ours = {"function": hand_written(4), "operator": hand_written_op(4), "onednn": onednn}[swap_in]
 
         def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
             nonlocal swapped_calls
@@ -242,7 +328,8 @@ def step_worker(config: ModelConfig, compiled: bool, swap_in: str, conn: Connect
             raise RuntimeError(f"the hand-written attention ran in {swapped_calls} of {config.n_layer} layers")
         counting = False
     keep_freed_memory()
-    run = step_runner(config, compiled)
+    kernel = "onednn" if onednn_available() else "aten"
+    run = step_runner(config, compiled, kernel=kernel)
     run()  # warm up (and compile)
     conn.send(("ready", None))
     while conn.recv() is not None:
@@ -253,9 +340,12 @@ def whole_steps(preset: str, repeats: int) -> list[list[str]]:
     """Training steps with SDPA and with the hand-written attention (both ways), in turns: table rows."""
     config, compiled = PRESETS[preset].model, PRESETS[preset].train.compile == "on"
     config = dataclasses.replace(config, n_kv_head=config.n_head)  # the hand-written version has no GQA
-    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, swap_in)) for label, swap_in in (
-        ("sdpa", ""), ("hand-written backward, 4 blocks", "function"),
-        ("hand-written backward, 4 blocks, one operator", "operator"))})
+    workers = [("sdpa", ""), ("hand-written backward, 4 blocks", "function"),
+               ("hand-written backward, 4 blocks, one operator", "operator")]
+    if onednn_available():
+        workers.append((ONEDNN, "onednn"))
+    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, swap_in))
+                                              for label, swap_in in workers})
 
     def turn(label: str) -> float:
         conns[label].send(True)

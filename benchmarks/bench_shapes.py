@@ -69,11 +69,13 @@ def shapes(quick: bool) -> dict[str, ModelConfig]:
     }
 
 
-def step_runner(config: ModelConfig, compiled: bool = False, tokens: int = TOKENS_PER_STEP) -> Callable[[], float]:
+def step_runner(config: ModelConfig, compiled: bool = False, tokens: int = TOKENS_PER_STEP,
+                kernel: str = "aten") -> Callable[[], float]:
     """A function that makes two training steps of `tokens` random tokens each (rounded to whole
-    windows) and returns their tokens/s."""
+    windows) and returns their tokens/s; the model's float32 matmuls on `kernel` (`GPT.set_matmul_kernel`)."""
     torch.manual_seed(0)
     model = GPT(config)
+    model.set_matmul_kernel(kernel)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     forward = torch.compile(model) if compiled else model
     rows = max(1, tokens // config.context_length)

@@ -203,12 +203,13 @@ def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
     for blocks in (1, 2, 4):
         torch.testing.assert_close(bench_attention.blocked(blocks, 32)(q, k, v), bench_attention.sdpa(q, k, v),
                                    atol=1e-5, rtol=1e-5)
-    # The hand-written backward, as an autograd function and as one custom operator, gives
-    # autograd's gradients through SDPA.
+    # The hand-written backward, as an autograd function and as one custom operator, and on oneDNN,
+    # gives autograd's gradients through SDPA.
     grad_out = torch.randn(2, 4, 32, 16)
     expected = [x.clone().requires_grad_() for x in (q, k, v)]
     bench_attention.sdpa(*expected).backward(grad_out)
-    for attend in (bench_attention.hand_written(4), bench_attention.hand_written_op(4)):
+    onednn = [bench_attention.onednn] if bench_attention.onednn_available() else []
+    for attend in (bench_attention.hand_written(4), bench_attention.hand_written_op(4), *onednn):
         leaves = [x.clone().requires_grad_() for x in (q, k, v)]
         torch.testing.assert_close(attend(*leaves), bench_attention.sdpa(q, k, v), atol=1e-5, rtol=1e-5)
         attend(*leaves).backward(grad_out)
@@ -221,6 +222,8 @@ def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
             "hand-written backward, 4 blocks, one operator", "q @ k^T alone (bmm)", "tiny step, sdpa",
             "tiny step, hand-written backward, 4 blocks", "tiny step, hand-written backward, 4 blocks, one operator"
             } <= set(rows)
+    if onednn:
+        assert {bench_attention.ONEDNN, f"tiny step, {bench_attention.ONEDNN}"} <= set(rows)
     assert "1.00x" in rows["sdpa"]
 
 
@@ -290,18 +293,19 @@ def test_bench_allocator_adds_huge_pages_on_request(capsys):
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory", "keep + huge pages"]
 
 
-def test_demo_tuning_candidates_are_valid_runs_and_demo_3_is_the_demo_preset():
+def test_demo_tuning_candidates_are_valid_runs_and_demo_4_is_the_demo_preset():
     from glassgpt.config import preset
 
     tune_demo = benchmark_module("tune_demo")
     configs = {name: tune_demo.candidate_config(changes, 4.0, seed=0) for name, changes in tune_demo.CANDIDATES.items()}
-    demo, control = preset("demo"), configs["demo 3 (demo 2, adamw 3e-2)"]
+    demo, control = preset("demo"), configs["demo 4 (demo 3, batch 64)"]
     # The control differs from the demo preset only in what every candidate's run sets.
     run_settings = {f: getattr(demo.train, f) for f in ("dtype", "time_budget_min", "seed", "save_every")}
     assert (control.model, control.tokenizer) == (demo.model, demo.tokenizer)
     assert dataclasses.replace(control.train, **run_settings) == demo.train
-    zero = configs["demo 3, zero init"]
-    assert zero.train.residual_init == "zero" and dataclasses.replace(zero.train, residual_init="scaled") == control.train
+    zero, demo_3 = configs["demo 3, zero init"], configs["demo 3 (demo 2, adamw 3e-2)"]
+    assert zero.train.residual_init == "zero" and dataclasses.replace(zero.train, residual_init="scaled") == demo_3.train
+    assert dataclasses.replace(demo_3.train, batch_size=64) == control.train
 
 
 def test_muon_benchmark_checks_that_stacked_and_alone_step_alike(capsys, monkeypatch):
