@@ -23,7 +23,14 @@ def test_auto_takes_bf16_only_when_its_best_time_is_clearly_faster(monkeypatch: 
                                                                      bf16_speedup: float, expected: torch.dtype):
     # A fake clock: each timed block of fp32 takes 1 s, of bf16 1/speedup s, except that the first
     # round of bf16 is slow (a busy moment); the best of the rounds must decide, not the first.
-    durations = iter([1.0, 5.0] + [1.0, 1.0 / bf16_speedup] * (runtime.DTYPE_PROBE_ROUNDS - 1))
+    monkeypatch.setattr(runtime, "peak_kernels", lambda device, dtype: ("aten",))
+    fake_timings(monkeypatch, [1.0, 5.0] + [1.0, 1.0 / bf16_speedup] * (runtime.DTYPE_PROBE_ROUNDS - 1))
+    assert runtime.choose_dtype("auto", torch.device("cpu")) is expected
+
+
+def fake_timings(monkeypatch: pytest.MonkeyPatch, durations: list[float]) -> None:
+    """A fake clock under which the timed blocks take `durations` seconds, in turn."""
+    remaining = iter(durations)
     now = [0.0]
     pending: list[float] = []
 
@@ -31,11 +38,24 @@ def test_auto_takes_bf16_only_when_its_best_time_is_clearly_faster(monkeypatch: 
         if pending:  # the end of a timed block
             now[0] += pending.pop()
         else:  # the start of one
-            pending.append(next(durations))
+            pending.append(next(remaining))
         return now[0]
 
     monkeypatch.setattr(runtime.time, "perf_counter", fake_clock)
+
+
+@pytest.mark.parametrize("bf16_seconds, expected", [(0.45, torch.float32), (0.2, torch.bfloat16)])
+def test_auto_weighs_bf16_against_the_fastest_float32_kernel(monkeypatch: pytest.MonkeyPatch, bf16_seconds: float,
+                                                             expected: torch.dtype):
+    """Where oneDNN multiplies float32 twice as fast as PyTorch's own kernel (as training will, with
+    --matmul auto), bf16 must beat oneDNN's time, not the slower kernel's."""
+    monkeypatch.setattr(runtime, "peak_kernels", lambda device, dtype: ("aten", "onednn"))
+    kernels_timed = []
+    monkeypatch.setattr(runtime, "mm_nt", lambda a, b, kernel: kernels_timed.append(kernel) or a @ b.t())
+    # Each round times fp32 on PyTorch's kernel (1 s), on oneDNN (0.5 s), then bf16.
+    fake_timings(monkeypatch, [1.0, 0.5, bf16_seconds] * runtime.DTYPE_PROBE_ROUNDS)
     assert runtime.choose_dtype("auto", torch.device("cpu")) is expected
+    assert set(kernels_timed) == {"onednn"}
 
 
 def test_compile_on_a_cpu_without_a_cpp_compiler_trains_uncompiled(monkeypatch: pytest.MonkeyPatch):

@@ -87,7 +87,9 @@ DTYPE_PROBE_ROUNDS = 5  # interleaved timing rounds of "auto"; the best of each 
 
 
 def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """bf16 autocast or plain fp32. "auto" times a matmul in both: many CPUs emulate bf16 slowly."""
+    """bf16 autocast or plain fp32. "auto" times a matmul in both: many CPUs emulate bf16 slowly.
+    fp32 is timed on each kernel that can multiply it here (`glassgpt.matmul.peak_kernels`) and
+    its fastest counts, as training takes the faster one (`--matmul auto`)."""
     if setting == "fp32":
         return torch.float32
     if setting == "bf16":
@@ -95,21 +97,23 @@ def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     operands = {dtype: torch.randn(384, 384, device=device).to(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    candidates = [(torch.float32, kernel) for kernel in peak_kernels(device, torch.float32)] + [(torch.bfloat16, "aten")]
 
-    def seconds(dtype: torch.dtype) -> float:
+    def seconds(dtype: torch.dtype, kernel: str) -> float:
         x = operands[dtype]
         start = time.perf_counter()
         for _ in range(4):
-            x @ x
+            x @ x if kernel == "aten" else mm_nt(x, x, kernel)
         return time.perf_counter() - start
 
     # Best of several interleaved rounds after a warm-up: one round of each was swayed by whatever
     # else the machine was doing and picked fp32 on a CPU whose bf16 is twice as fast.
-    best = {dtype: float("inf") for dtype in operands}
+    best = {candidate: float("inf") for candidate in candidates}
     for _ in range(DTYPE_PROBE_ROUNDS):
-        for dtype in operands:
-            best[dtype] = min(best[dtype], seconds(dtype))
-    return torch.bfloat16 if best[torch.bfloat16] < 0.8 * best[torch.float32] else torch.float32
+        for candidate in candidates:
+            best[candidate] = min(best[candidate], seconds(*candidate))
+    fastest_fp32 = min(t for (dtype, _), t in best.items() if dtype == torch.float32)
+    return torch.bfloat16 if best[(torch.bfloat16, "aten")] < 0.8 * fastest_fp32 else torch.float32
 
 
 def peak_matmul_size(device: torch.device) -> int:
