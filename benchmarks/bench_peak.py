@@ -8,7 +8,7 @@ sustained rate, so this measures in one process, taking turns (`--repeats` round
 alternating):
 
 - the same 1024^3 matmul called back to back for `--seconds`: its best call (the trainer's
-  reference while it measured PyTorch's own kernel only), its median call, and its sustained rate (all its FLOPs over all its time, as a
+  reference), its median call, and its sustained rate (all its FLOPs over all its time, as a
   training window counts them);
 - training steps of a preset (`benchmarks.bench_shapes.step_runner`: forward with the loss,
   backward, clipping, fused AdamW; compiled where the preset trains compiled): model FLOP/s
@@ -21,12 +21,13 @@ to them) and in everything else. The weight matmuls' FLOPs must add up to the mo
 (`ModelConfig.weight_flops_per_token`) for every token: the check that the profile counted each
 of them once, or the run fails.
 
-    python benchmarks/bench_peak.py [--preset small] [--repeats 5] [--seconds 3] [--quick]
+    python benchmarks/bench_peak.py [--preset small] [--repeats 5] [--seconds 3] [--matmul auto|aten|onednn] [--quick]
 
-This measures PyTorch's own matmul kernel and trains on it (the trainer's `--matmul aten`). The
-trainer now also measures oneDNN's float32 kernel (`glassgpt.matmul`), keeps the faster best call
-as its peak and trains on oneDNN where it is faster (on the AVX-512 EPYC this was measured on,
-~2x): `benchmarks/bench_matmul.py` compares the two kernels.
+`--matmul` (default auto) picks the float32 kernel as `glassgpt train --matmul` does
+(`glassgpt.matmul.choose_matmul_kernel`: oneDNN where it measures faster, ~2x on the AVX-512
+EPYC this was measured on): the steps train on it and the 1024^3 matmul is timed on it, so the
+best call is the trainer's peak (the faster kernel's; `benchmarks/bench_matmul.py` compares the
+two). On oneDNN a weight matmul is one `mkldnn::_linear_pointwise` call, counted as mm is.
 """
 
 from __future__ import annotations
@@ -46,15 +47,21 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from benchmarks.bench_shapes import TOKENS_PER_STEP, step_runner  # noqa: E402
 from benchmarks.common import cpu_name, fmt, markdown_table  # noqa: E402
 from glassgpt.commands.common import positive_float, positive_int  # noqa: E402
-from glassgpt.config import PRESETS  # noqa: E402
+from glassgpt.config import MATMUL_SETTINGS, PRESETS  # noqa: E402
+from glassgpt.matmul import choose_matmul_kernel  # noqa: E402
 from glassgpt.runtime import keep_freed_memory, matmul_call_seconds, peak_matmul_size  # noqa: E402
 
 CPU = torch.device("cpu")
-WEIGHT_MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_")  # a linear layer on (B, T, D) runs as mm
+ONEDNN_MATMUL = "mkldnn::_linear_pointwise"  # a @ b.T: `glassgpt.matmul.onednn_mm_nt`'s one call
+WEIGHT_MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", ONEDNN_MATMUL)  # a linear layer on (B, T, D) runs as mm
 
 
 def matmul_flop_count(name: str, shapes: list[list[int]]) -> int:
-    """FLOPs of one mm / addmm call from its input shapes (addmm's first input is the added matrix)."""
+    """FLOPs of one mm / addmm / oneDNN call from its input shapes (addmm's first input is the added
+    matrix; oneDNN's second is (N, K), the transposed right-hand side)."""
+    if name == ONEDNN_MATMUL:
+        (m, k), (n, _) = shapes[:2]
+        return 2 * m * k * n
     (m, k), (_, n) = shapes[1:3] if name.startswith("aten::addmm") else shapes[:2]
     return 2 * m * k * n
 
@@ -64,14 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="whose training step (default small)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="rounds (default 5)")
     parser.add_argument("--seconds", type=positive_float, default=3.0, help="back-to-back matmuls per round (default 3)")
+    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
+                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, short rounds (seconds; for tests)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as `glassgpt train` does
+    kernel = choose_matmul_kernel(args.matmul, CPU, torch.float32).kernel
     name = "tiny" if args.quick else args.preset
     config, compiled = PRESETS[name].model, PRESETS[name].train.compile == "on"
     rows = max(1, (2048 if args.quick else TOKENS_PER_STEP) // config.context_length)
     tokens_per_round = 2 * rows * config.context_length  # a round is two steps
-    run = step_runner(config, compiled, tokens=rows * config.context_length)
+    run = step_runner(config, compiled, tokens=rows * config.context_length, kernel=kernel)
     run()  # warm up (and compile)
     size, seconds, repeats = (256, 0.2, 1) if args.quick else (peak_matmul_size(CPU), args.seconds, args.repeats)
     flops_per_call = 2 * size**3
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 model.append(run() * config.flops_per_token())
                 continue
             # The trainer's probe itself, run for longer and read three ways.
-            durations = matmul_call_seconds(CPU, torch.float32, size, seconds, max_calls=sys.maxsize)
+            durations = matmul_call_seconds(CPU, torch.float32, size, seconds, max_calls=sys.maxsize, kernel=kernel)
             best.append(flops_per_call / min(durations))
             median.append(flops_per_call / statistics.median(durations))
             sustained.append(flops_per_call * len(durations) / sum(durations))
@@ -105,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"to {expected:,}: a matmul was missed or counted twice")
 
     model_rate = statistics.median(model)
-    references = [(f"{size}^3 matmul, best call (PyTorch's own kernel)", best),
+    references = [(f"{size}^3 matmul, best call ({kernel})", best),
                   (f"{size}^3 matmul, median call", median),
                   (f"{size}^3 matmul, sustained (all calls)", sustained)]
     lines = [[label, fmt(statistics.median(rates) / 1e9), f"{model_rate / statistics.median(rates):.0%}"]
              for label, rates in references]
     lines.append([f"{name}'s own weight matmuls in a step (profiler)", fmt(matmul_flops / matmul_seconds / 1e9), ""])
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32; {repeats} round{'s' * (repeats > 1)} of "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32 matmuls on {kernel}; {repeats} round{'s' * (repeats > 1)} of "
           f"{seconds:g} s of matmuls and two {name} training steps{' (compiled)' if compiled else ''}: model "
           f"{fmt(model_rate / 1e9)} GFLOP/s (median)\n")
     print(markdown_table(["reference", "GFLOP/s (median of rounds)", f"{name}'s MFU against it"], lines))

@@ -227,15 +227,23 @@ def test_attention_benchmark_checks_each_variant_against_sdpa(capsys):
     assert "1.00x" in rows["sdpa"]
 
 
-def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys):
+@pytest.mark.parametrize("kernel", ["aten", "onednn"])
+def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys, kernel: str):
+    from glassgpt.matmul import onednn_available
+
+    if kernel == "onednn" and not onednn_available():
+        pytest.skip("this PyTorch has no oneDNN linear")
     bench_peak = benchmark_module("bench_peak")
     assert bench_peak.matmul_flop_count("aten::mm", [[8, 5], [5, 3]]) == 2 * 8 * 5 * 3
     assert bench_peak.matmul_flop_count("aten::addmm_", [[8, 3], [8, 5], [5, 3]]) == 2 * 8 * 5 * 3
-    # The run fails unless the profiled weight matmuls add up to the model's weight FLOPs.
-    assert bench_peak.main(["--quick"]) == 0
+    assert bench_peak.matmul_flop_count("mkldnn::_linear_pointwise", [[8, 5], [3, 5], [], [], [], []]) == 2 * 8 * 5 * 3
+    # The run fails unless the profiled weight matmuls (mm calls, or oneDNN's) add up to the
+    # model's weight FLOPs.
+    assert bench_peak.main(["--quick", "--matmul", kernel]) == 0
     out = capsys.readouterr().out
+    assert f"fp32 matmuls on {kernel}" in out
     rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| ")}
-    for label in ("256^3 matmul, best call (PyTorch's own kernel)", "256^3 matmul, median call",
+    for label in (f"256^3 matmul, best call ({kernel})", "256^3 matmul, median call",
                   "256^3 matmul, sustained (all calls)"):
         rate, mfu = rows[label]
         assert float(rate.replace(",", "")) > 0 and mfu.strip().endswith("%")
