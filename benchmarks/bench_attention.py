@@ -68,7 +68,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
-from glassgpt.matmul import onednn_available  # noqa: E402
+from glassgpt.matmul import onednn_available, onednn_product  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
@@ -217,11 +217,6 @@ def hand_written_op(blocks: int) -> Attention:
 # the transpose of a contiguous matrix: oneDNN multiplied a (256, 128) slice of a wider matrix
 # (rows 1152 floats apart, one head of the q/k/v projection) in ~100 ms instead of ~0.06 ms.
 
-def _onednn_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b.T through oneDNN, called directly (inside the operators below)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-
-
 def _heads(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(B, H, T, d) contiguous -> its B*H matrices (T, d), views."""
     return x.view(-1, *x.shape[2:]).unbind(0)
@@ -234,9 +229,9 @@ def onednn_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> li
     above_diagonal = torch.full((T, T), float("-inf")).triu_(1)
     probs, outs = [], []
     for query, key, value in zip(_heads(q), _heads(k), _heads(v), strict=True):
-        p = torch.softmax(_onednn_nt(query, key).mul_(Dh**-0.5).add_(above_diagonal), dim=-1)  # QK^T/sqrt(Dh)
+        p = torch.softmax(onednn_product(query, key).mul_(Dh**-0.5).add_(above_diagonal), dim=-1)  # QK^T/sqrt(Dh)
         probs.append(p)
-        outs.append(_onednn_nt(p, value.t()))  # P V
+        outs.append(onednn_product(p, value.t()))  # P V
     return [torch.stack(outs).view(q.shape), *probs]
 
 
@@ -255,10 +250,10 @@ def onednn_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: tor
     grads: tuple[list[torch.Tensor], ...] = ([], [], [])
     for query, key, value, p, d_out, row_dot in zip(_heads(q), _heads(k), _heads(v), probs, _heads(grad_out),
                                                     row_dots, strict=True):
-        grad_scores = _onednn_nt(d_out, value).sub_(row_dot).mul_(p).mul_(Dh**-0.5)  # dS
-        grads[0].append(_onednn_nt(grad_scores, key.t()))  # dQ = dS K
-        grads[1].append(_onednn_nt(grad_scores.t(), query.t()))  # dK = dS^T Q
-        grads[2].append(_onednn_nt(p.t(), d_out.t()))  # dV = P^T dO
+        grad_scores = onednn_product(d_out, value).sub_(row_dot).mul_(p).mul_(Dh**-0.5)  # dS
+        grads[0].append(onednn_product(grad_scores, key.t()))  # dQ = dS K
+        grads[1].append(onednn_product(grad_scores.t(), query.t()))  # dK = dS^T Q
+        grads[2].append(onednn_product(p.t(), d_out.t()))  # dV = P^T dO
     return [torch.stack(g).view(q.shape) for g in grads]
 
 

@@ -8,9 +8,9 @@ process, interleaved (`benchmarks.common.interleaved`, the order alternating):
   (x @ W^T), input gradient (g @ W) and weight gradient (g^T @ x), and the output layer's
   logits for one loss chunk, each with `aten` (`torch.mm`'s path) and `onednn`, in GFLOP/s;
 - the 1024^3 matmul MFU's peak is measured on (`glassgpt.runtime.matmul_call_seconds`), best call;
-- (`--step`) whole eager fp32 training steps of each preset (forward with the loss, backward,
-  clipping, fused AdamW) with the model's kernel set to each (`GPT.set_matmul_kernel`), after
-  checking that both kernels give the same loss and gradients.
+- (`--step`) whole eager fp32 training steps of each preset (`benchmarks.bench_shapes.step_runner`:
+  forward with the loss, backward, clipping, fused AdamW) with the model's kernel set to each
+  (`GPT.set_matmul_kernel`), after checking that both kernels give the same loss and gradients.
 
     python benchmarks/bench_matmul.py [--presets demo,small] [--repeats 5] [--step] [--quick]
 """
@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 
 import torch  # noqa: E402
 
+from benchmarks.bench_shapes import step_runner  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     cpu_name,
     fmt,
@@ -65,24 +66,6 @@ def product_runners(m: int, k: int, n: int, kernel: str) -> dict[str, Callable[[
 
 def peak_runner(n: int, kernel: str) -> Callable[[], float]:
     return lambda: 2 * n**3 / min(matmul_call_seconds(torch.device("cpu"), torch.float32, n, 0.2, 50, kernel))
-
-
-def step_runner(model: GPT, config: ModelConfig, batch: int, kernel: str) -> Callable[[], float]:
-    """Tokens/s of two eager training steps with the model's kernel set to `kernel`."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    ids = torch.randint(0, config.vocab_size, (batch, config.context_length))
-
-    def step() -> None:
-        model(ids, ids).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def run() -> float:
-        model.set_matmul_kernel(kernel)
-        return 2 * ids.numel() / seconds(lambda: (step(), step()))
-
-    return run
 
 
 def check_same_gradients(config: ModelConfig, batch: int) -> None:
@@ -134,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         step_rows = []
         for name, (config, batch) in configs.items():
             check_same_gradients(config, min(batch, 4))
-            torch.manual_seed(0)
-            model = GPT(config)
-            runners = {kernel: step_runner(model, config, batch, kernel) for kernel in KERNELS}
+            runners = {kernel: step_runner(config, tokens=batch * config.context_length, kernel=kernel)
+                       for kernel in KERNELS}
             for run in runners.values():  # warm up
                 run()
             rates = interleaved(runners, repeats)

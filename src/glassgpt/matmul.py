@@ -36,10 +36,17 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def onednn_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T through oneDNN's linear, called directly (a (M, K), b (N, K), any strides, fast for
+    contiguous matrices and their transposes; float32 on a CPU): for code inside an operator of
+    its own, which `torch.compile` need not see into."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
 @torch.library.custom_op("glassgpt::onednn_mm_nt", mutates_args=())
 def onednn_mm_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b.T through oneDNN (a (M, K), b (N, K), any strides; float32 on a CPU)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    return onednn_product(a, b)
 
 
 @onednn_mm_nt.register_fake
