@@ -12,13 +12,15 @@ first, the other keeps glibc's default malloc. A process cannot
 go back to the defaults once changed, hence two. They take turns (`benchmarks.common.interleaved`,
 the order alternating), each turn two training steps as the trainer makes them
 (`benchmarks.bench_shapes.step_runner`: forward with the loss, backward, clipping at 1.0, fused
-AdamW; fp32, random tokens), and report tokens/s and the page faults a step took.
+AdamW; fp32, random tokens, the float32 kernel picked once as `glassgpt train --matmul` picks it),
+and report tokens/s and the page faults a step took.
 
 `--huge-pages` adds a third worker that keeps freed memory and also asks for transparent huge
 pages (PyTorch's own switch, `THP_MEM_ALLOC_ENABLE=1`: blocks of 2 MB and more aligned to 2 MB
 and `madvise`d), for fewer TLB misses on the large activations.
 
-    python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--compile off|on] [--huge-pages] [--quick]
+    python benchmarks/bench_allocator.py [--presets small,demo] [--repeats 5] [--compile off|on] [--huge-pages]
+        [--matmul auto|aten|onednn] [--quick]
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from benchmarks.common import (  # noqa: E402
     stop_workers,
 )
 from glassgpt.commands.common import positive_int  # noqa: E402
-from glassgpt.config import PRESETS  # noqa: E402
+from glassgpt.config import MATMUL_SETTINGS, PRESETS  # noqa: E402
+from glassgpt.matmul import choose_matmul_kernel  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 ROWS = 32  # sequences per step, as the presets train
@@ -65,7 +68,8 @@ def huge_page_kb() -> int:
         return 0
 
 
-def worker(keep: bool, huge_pages: bool, presets: list[str], rows: int, compiled: bool, conn: Connection) -> None:
+def worker(keep: bool, huge_pages: bool, presets: list[str], rows: int, compiled: bool, kernel: str,
+           conn: Connection) -> None:
     """Serve "run PRESET" requests: two training steps, answered with (tokens/s, faults a step)."""
     if keep and not keep_freed_memory():
         conn.send(("error", "this C library is not glibc: nothing to compare"))
@@ -75,7 +79,7 @@ def worker(keep: bool, huge_pages: bool, presets: list[str], rows: int, compiled
     runners = {}
     for name in presets:
         config = PRESETS[name].model
-        runners[name] = step_runner(config, compiled, tokens=rows * config.context_length)
+        runners[name] = step_runner(config, compiled, tokens=rows * config.context_length, kernel=kernel)
         runners[name]()  # warm up: the first steps allocate the optimizer state and fill the heap
     if huge_pages and huge_page_kb() == 0:
         conn.send(("error", "the kernel gave no transparent huge pages (/sys/kernel/mm/transparent_hugepage/enabled "
@@ -96,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the steps eager (off, default) or under torch.compile (on, as `small` trains)")
     parser.add_argument("--huge-pages", action="store_true",
                         help="also time keeping freed memory with transparent huge pages")
+    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
+                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, one turn (seconds; for tests)")
     args = parser.parse_args(argv)
+    kernel = choose_matmul_kernel(args.matmul, torch.device("cpu"), torch.float32).kernel  # once, for every worker
     presets = ["tiny"] if args.quick else args.presets.split(",")
     unknown = [name for name in presets if name not in PRESETS]
     if unknown:
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.huge_pages:
         workers["keep + huge pages"] = (True, True)
     conns = start_workers("bench_allocator", {
-        label: (worker, (keep, huge_pages, presets, ROWS, args.compile == "on"))
+        label: (worker, (keep, huge_pages, presets, ROWS, args.compile == "on", kernel))
         for label, (keep, huge_pages) in workers.items()})
 
     faults: dict[tuple[str, str], Rate] = {}
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                           fmt(faults[name, label].median), f"{rate.spread:.0%}"])
     stop_workers(conns)
     mode = "compiled" if args.compile == "on" else "eager"
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {mode}, {ROWS} sequences a step, "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32 matmuls on {kernel}, {mode}, {ROWS} sequences a step, "
           f"medians of {repeats} turns of 2 steps\n")
     print(markdown_table(["preset", "malloc", "tokens/s", "vs default", "page faults a step", "spread"], lines))
     return 0

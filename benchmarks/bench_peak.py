@@ -19,7 +19,9 @@ then one round of steps under `torch.profiler`: the FLOP/s of the step's own wei
 the step's time in them, in attention (SDPA's kernels, and batched matmuls where SDPA falls back
 to them) and in everything else. The weight matmuls' FLOPs must add up to the model's
 (`ModelConfig.weight_flops_per_token`) for every token: the check that the profile counted each
-of them once, or the run fails.
+of them once, or the run fails. From those shares it prints what MFU against the best call
+would be if attention took no time, and if nothing but the weight matmuls did (`mfu_bounds`):
+how far a faster attention, or faster everything else, could take it.
 
     python benchmarks/bench_peak.py [--preset small] [--repeats 5] [--seconds 3] [--matmul auto|aten|onednn] [--quick]
 
@@ -64,6 +66,12 @@ def matmul_flop_count(name: str, shapes: list[list[int]]) -> int:
         return 2 * m * k * n
     (m, k), (_, n) = shapes[1:3] if name.startswith("aten::addmm") else shapes[:2]
     return 2 * m * k * n
+
+
+def mfu_bounds(mfu: float, matmul_share: float, attention_share: float) -> dict[str, float]:
+    """MFU if parts of the step took no time and the rest ran as measured: the model's FLOPs stay,
+    the step's time shrinks to the weight matmuls' share (and the others')."""
+    return {"now": mfu, "attention free": mfu / (1 - attention_share), "only the weight matmuls": mfu / matmul_share}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     other = step_seconds - matmul_seconds - attention_seconds
     print(f"\nprofiled steps: {step_seconds / 2 * 1e3:,.0f} ms each; weight matmuls {matmul_seconds / step_seconds:.0%} of the "
           f"time, attention {attention_seconds / step_seconds:.0%}, everything else {other / step_seconds:.0%}")
+    bounds = mfu_bounds(model_rate / statistics.median(best), matmul_seconds / step_seconds, attention_seconds / step_seconds)
+    print("MFU against the best call: " + "; ".join(f"{part} {value:.0%}" for part, value in bounds.items()))
     return 0
 
 

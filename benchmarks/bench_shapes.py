@@ -11,10 +11,11 @@ trainer's reference, `glassgpt.runtime.matmul_flops`) is measured between rounds
 shared machine the peak moves as much as the steps do (139-186 GFLOP/s in one afternoon here),
 so MFU is the median step rate against the median peak.
 
-    python benchmarks/bench_shapes.py [--repeats 3] [--compile off|on|both] [--quick]
+    python benchmarks/bench_shapes.py [--repeats 3] [--compile off|on|both] [--matmul auto|aten|onednn] [--quick]
 
 `--compile both` times every shape eager and under `torch.compile` (compiled in the warm-up
-round: the compile time is not in the rates).
+round: the compile time is not in the rates). `--matmul` (default auto) picks the float32 kernel
+the steps train on as `glassgpt train --matmul` does (`glassgpt.matmul.choose_matmul_kernel`).
 
 This measures speed only. Whether a faster shape also learns as much per minute takes training
 runs of the preset's length (hours for `small`), which `glassgpt train --preset small --layers N
@@ -37,7 +38,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import cpu_name, fmt, interleaved, markdown_table, matmul_gflops  # noqa: E402
 from glassgpt.commands.common import positive_int  # noqa: E402
-from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
+from glassgpt.config import MATMUL_SETTINGS, PRESETS, ModelConfig  # noqa: E402
+from glassgpt.matmul import choose_matmul_kernel  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
@@ -99,13 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of steps (default 3; 2 steps per round)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="time the shapes eager (off, default), under torch.compile (on), or both")
+    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
+                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
     parser.add_argument("--quick", action="store_true", help="tiny models, one round (seconds; for tests)")
     args = parser.parse_args(argv)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     keep_freed_memory()  # as `glassgpt train` does
+    kernel = choose_matmul_kernel(args.matmul, torch.device("cpu"), torch.float32).kernel
     configs = {f"{name}, compiled" if compiled else name: (config, compiled)
                for name, config in shapes(args.quick).items() for compiled in modes}
-    runners = {name: step_runner(config, compiled) for name, (config, compiled) in configs.items()}
+    runners = {name: step_runner(config, compiled, kernel=kernel) for name, (config, compiled) in configs.items()}
     for run in runners.values():  # warm up: allocator, thread pool, first-step work
         run()
     size, seconds = (512, 0.1) if args.quick else (1024, 0.5)
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         flops = rate.median * config.flops_per_token()
         lines.append([name, f"{config.num_parameters() / 1e6:.1f}M", fmt(rate.median), f"{rate.median / base:.2f}x",
                       fmt(flops / 1e9), f"{flops / peak.median:.0%}", f"{rate.spread:.0%}"])
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32, {TOKENS_PER_STEP:,} tokens a step; matmul peak median {peak.median / 1e9:.0f} GFLOP/s "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32 matmuls on {kernel}, {TOKENS_PER_STEP:,} tokens a step; matmul peak median {peak.median / 1e9:.0f} GFLOP/s "
           f"(range {min(peak.samples) / 1e9:.0f}-{max(peak.samples) / 1e9:.0f})\n")
     print(markdown_table(["shape (layers x d_model)", "params", "tokens/s", "vs first", "GFLOP/s", "MFU",
                           "spread"], lines))

@@ -184,14 +184,23 @@ def test_long_generation_benchmark_rolls_at_one_position_per_token(tiny_run: Pat
     assert "check ok" in out
 
 
-def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys):
+def test_shapes_benchmark_times_each_shape_at_its_default_mlp_width(capsys, monkeypatch):
+    from glassgpt.matmul import onednn_available
+
     bench_shapes = benchmark_module("bench_shapes")
     shapes = bench_shapes.shapes(quick=False)
     assert all(c.num_parameters() < 14e6 for c in shapes.values())  # all about the small preset's size
     narrow = shapes["6 x 320, 5 heads (small until December 2026)"]
     assert (narrow.d_model, narrow.mlp_hidden) == (320, 896)  # 8/3 x 320, not the preset's 1,024
-    assert bench_shapes.main(["--quick"]) == 0
+    kernel = "onednn" if onednn_available() else "aten"
+    kernels = []  # the kernel each shape's steps train on
+    real_runner = bench_shapes.step_runner
+    monkeypatch.setattr(bench_shapes, "step_runner",
+                        lambda *args, kernel, **more: kernels.append(kernel) or real_runner(*args, kernel=kernel, **more))
+    assert bench_shapes.main(["--quick", "--matmul", kernel]) == 0
+    assert kernels == [kernel, kernel]
     table = capsys.readouterr().out
+    assert f"fp32 matmuls on {kernel}" in table
     rows = [line for line in table.splitlines() if line.startswith("| base") or line.startswith("| wider")]
     assert len(rows) == 2 and all("%" in row for row in rows)
 
@@ -249,6 +258,9 @@ def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys, kernel:
         assert float(rate.replace(",", "")) > 0 and mfu.strip().endswith("%")
     assert float(rows["tiny's own weight matmuls in a step (profiler)"][0].replace(",", "")) > 0
     assert "profiled steps:" in out
+    assert "MFU against the best call: now " in out
+    bounds = bench_peak.mfu_bounds(0.7, matmul_share=0.7, attention_share=0.125)
+    assert bounds == pytest.approx({"now": 0.7, "attention free": 0.8, "only the weight matmuls": 1.0})
 
 
 def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, capsys):
@@ -280,8 +292,10 @@ def test_rl_addition_blank_model_has_the_shipped_shape():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_bench_allocator_compares_both_mallocs(capsys):
     bench_allocator = benchmark_module("bench_allocator")
-    assert bench_allocator.main(["--quick"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny")]
+    assert bench_allocator.main(["--quick", "--matmul", "aten"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32 matmuls on aten" in out
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory"]
 
 
