@@ -133,7 +133,8 @@ def test_the_kernel_choice(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(GlassError, match="matmul must be one of"):
         choose_matmul_kernel("mkl", CPU, torch.float32)
     monkeypatch.setattr(matmul, "onednn_available", lambda: True)
-    for speedup, kernel in [(2.2, "onednn"), (1.1, "aten")]:  # "auto" goes by the measurement
+    # "auto" goes by the measurement: 2.2x with AVX-512 here, ~1.17x with oneDNN held to AVX2.
+    for speedup, kernel in [(2.2, "onednn"), (1.17, "onednn"), (1.02, "aten")]:
         monkeypatch.setattr(matmul, "onednn_speedup", lambda speedup=speedup: speedup)
         choice = choose_matmul_kernel("auto", CPU, torch.float32)
         assert choice.kernel == kernel and f"{speedup:.1f}" in choice.reason
