@@ -7,7 +7,7 @@ and at 507 through oneDNN (bundled with PyTorch, which picks its code by the ins
 has), with the same float32 results (`benchmarks/bench_matmul.py`; README, "Training on this
 CPU"). So training can run its linear layers and its output layer's loss on oneDNN (`linear`,
 `mm_nt`, `weight_grad` with kernel "onednn"), and `choose_matmul_kernel` measures at start-up
-which kernel is faster here (held to AVX2, oneDNN still trained 1.07-1.13x faster).
+which kernel is faster here (held to AVX2, oneDNN still trained 1.07-1.22x faster).
 
 Only training uses it: under `torch.no_grad` (evaluation, generation) `linear` keeps PyTorch's
 own path, as do bf16 autocast (whose matmuls PyTorch already sends to oneDNN) and GPUs. The oneDNN
@@ -29,7 +29,7 @@ from glassgpt.errors import GlassError
 #: oneDNN is chosen only when it is clearly faster: each kernel's best of a few calls must differ
 #: by more than a busy moment can make them differ (12 probes in a row here read 1.14-1.18x with
 #: oneDNN held to AVX2, `ONEDNN_MAX_CPU_ISA=AVX2`, as on CPUs without AVX-512, where whole
-#: training steps ran 1.07-1.13x faster on it; 2.2x with AVX-512. README, "Training on this CPU").
+#: training steps ran 1.07-1.22x faster on it; 2.2x with AVX-512. README, "Training on this CPU").
 ONEDNN_MIN_SPEEDUP = 1.1
 
 
