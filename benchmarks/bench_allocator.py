@@ -40,16 +40,17 @@ import torch  # noqa: E402
 from benchmarks.bench_shapes import step_runner  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     Rate,
+    add_matmul_option,
     cpu_name,
     fmt,
     interleaved,
     markdown_table,
     start_workers,
     stop_workers,
+    training_kernel,
 )
 from glassgpt.commands.common import positive_int  # noqa: E402
-from glassgpt.config import MATMUL_SETTINGS, PRESETS  # noqa: E402
-from glassgpt.matmul import choose_matmul_kernel  # noqa: E402
+from glassgpt.config import PRESETS  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
 ROWS = 32  # sequences per step, as the presets train
@@ -100,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the steps eager (off, default) or under torch.compile (on, as `small` trains)")
     parser.add_argument("--huge-pages", action="store_true",
                         help="also time keeping freed memory with transparent huge pages")
-    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
-                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
+    add_matmul_option(parser)
     parser.add_argument("--quick", action="store_true", help="the tiny preset, one turn (seconds; for tests)")
     args = parser.parse_args(argv)
-    kernel = choose_matmul_kernel(args.matmul, torch.device("cpu"), torch.float32).kernel  # once, for every worker
+    kernel = training_kernel(args.matmul)  # once, for every worker
     presets = ["tiny"] if args.quick else args.presets.split(",")
     unknown = [name for name in presets if name not in PRESETS]
     if unknown:

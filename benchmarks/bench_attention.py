@@ -28,8 +28,8 @@ two batched matmuls of the textbook version alone, at the same shapes: how fast 
 matmuls this small (the head size, 64, is the inner dimension of q @ k^T).
 
 `--step` then times whole training steps of the preset (`benchmarks.bench_shapes.step_runner`,
-compiled where the preset trains compiled, linear layers on oneDNN where this PyTorch has it, as
-`glassgpt train` chooses on this CPU) in worker processes taking turns: one as the model is
+compiled where the preset trains compiled, linear layers on the float32 kernel `glassgpt train`
+chooses here, `benchmarks.common.training_kernel`) in worker processes taking turns: one as the model is
 (SDPA), the others with another training attention swapped in for the whole process
 (`torch.compile` keeps what it traced, so one process cannot switch): the hand-written backward
 with 4 blocks as the autograd function, which `torch.compile` traces into, and as one opaque
@@ -65,6 +65,7 @@ from benchmarks.common import (  # noqa: E402
     seconds,
     start_workers,
     stop_workers,
+    training_kernel,
 )
 from glassgpt.commands.common import positive_int  # noqa: E402
 from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
@@ -297,9 +298,9 @@ def variants(context: int, compiled: bool) -> dict[str, Attention]:
     return found
 
 
-def step_worker(config: ModelConfig, compiled: bool, swap_in: str, conn: Connection) -> None:
+def step_worker(config: ModelConfig, compiled: bool, swap_in: str, kernel: str, conn: Connection) -> None:
     """Serve turns of two training steps of a `config` model, answered with tokens/s; its linear
-    layers on oneDNN where this PyTorch has it (as `glassgpt train` chooses here). `swap_in`: ""
+    layers on `kernel` (the one `glassgpt train` chooses here, picked once). `swap_in`: ""
     keeps SDPA; "function", "operator" or "onednn" makes the model's causal training attention
     `hand_written(4)`, `hand_written_op(4)` or `onednn`."""
     swapped_calls, counting = 0, True
@@ -323,7 +324,6 @@ def step_worker(config: ModelConfig, compiled: bool, swap_in: str, conn: Connect
             raise RuntimeError(f"the hand-written attention ran in {swapped_calls} of {config.n_layer} layers")
         counting = False
     keep_freed_memory()
-    kernel = "onednn" if onednn_available() else "aten"
     run = step_runner(config, compiled, kernel=kernel)
     run()  # warm up (and compile)
     conn.send(("ready", None))
@@ -339,7 +339,8 @@ def whole_steps(preset: str, repeats: int) -> list[list[str]]:
                ("hand-written backward, 4 blocks, one operator", "operator")]
     if onednn_available():
         workers.append((ONEDNN, "onednn"))
-    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, swap_in))
+    kernel = training_kernel()  # once, for every worker
+    conns = start_workers("bench_attention", {label: (step_worker, (config, compiled, swap_in, kernel))
                                               for label, swap_in in workers})
 
     def turn(label: str) -> float:

@@ -47,10 +47,9 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.bench_shapes import TOKENS_PER_STEP, step_runner  # noqa: E402
-from benchmarks.common import cpu_name, fmt, markdown_table  # noqa: E402
+from benchmarks.common import add_matmul_option, cpu_name, fmt, markdown_table, training_kernel  # noqa: E402
 from glassgpt.commands.common import positive_float, positive_int  # noqa: E402
-from glassgpt.config import MATMUL_SETTINGS, PRESETS  # noqa: E402
-from glassgpt.matmul import choose_matmul_kernel  # noqa: E402
+from glassgpt.config import PRESETS  # noqa: E402
 from glassgpt.runtime import keep_freed_memory, matmul_call_seconds, peak_matmul_size  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -79,12 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="whose training step (default small)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="rounds (default 5)")
     parser.add_argument("--seconds", type=positive_float, default=3.0, help="back-to-back matmuls per round (default 3)")
-    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
-                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
+    add_matmul_option(parser)
     parser.add_argument("--quick", action="store_true", help="the tiny preset, short rounds (seconds; for tests)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as `glassgpt train` does
-    kernel = choose_matmul_kernel(args.matmul, CPU, torch.float32).kernel
+    kernel = training_kernel(args.matmul)
     name = "tiny" if args.quick else args.preset
     config, compiled = PRESETS[name].model, PRESETS[name].train.compile == "on"
     rows = max(1, (2048 if args.quick else TOKENS_PER_STEP) // config.context_length)

@@ -36,10 +36,17 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 
 import torch  # noqa: E402
 
-from benchmarks.common import cpu_name, fmt, interleaved, markdown_table, matmul_gflops  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_matmul_option,
+    cpu_name,
+    fmt,
+    interleaved,
+    markdown_table,
+    matmul_gflops,
+    training_kernel,
+)
 from glassgpt.commands.common import positive_int  # noqa: E402
-from glassgpt.config import MATMUL_SETTINGS, PRESETS, ModelConfig  # noqa: E402
-from glassgpt.matmul import choose_matmul_kernel  # noqa: E402
+from glassgpt.config import PRESETS, ModelConfig  # noqa: E402
 from glassgpt.model import GPT  # noqa: E402
 from glassgpt.runtime import keep_freed_memory  # noqa: E402
 
@@ -101,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of steps (default 3; 2 steps per round)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="time the shapes eager (off, default), under torch.compile (on), or both")
-    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
-                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
+    add_matmul_option(parser)
     parser.add_argument("--quick", action="store_true", help="tiny models, one round (seconds; for tests)")
     args = parser.parse_args(argv)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     keep_freed_memory()  # as `glassgpt train` does
-    kernel = choose_matmul_kernel(args.matmul, torch.device("cpu"), torch.float32).kernel
+    kernel = training_kernel(args.matmul)
     configs = {f"{name}, compiled" if compiled else name: (config, compiled)
                for name, config in shapes(args.quick).items() for compiled in modes}
     runners = {name: step_runner(config, compiled, kernel=kernel) for name, (config, compiled) in configs.items()}

@@ -20,8 +20,9 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from glassgpt.config import preset
+from glassgpt.config import MATMUL_SETTINGS, preset
 from glassgpt.errors import GlassError
+from glassgpt.matmul import choose_matmul_kernel
 from glassgpt.runtime import matmul_flops
 
 
@@ -202,6 +203,18 @@ def bf16_skip_reason(machine: MachineInfo) -> str:
 
 
 # ----------------------------------------------------------------------------- tables
+
+
+def add_matmul_option(parser: argparse.ArgumentParser) -> None:
+    """`--matmul`: the float32 kernel a benchmark's training steps use (`training_kernel`)."""
+    parser.add_argument("--matmul", choices=MATMUL_SETTINGS, default="auto",
+                        help="float32 matmul kernel, as `glassgpt train --matmul` (default auto)")
+
+
+def training_kernel(setting: str = "auto") -> str:
+    """The float32 kernel `glassgpt train --matmul SETTING` trains on here (a start-up probe for
+    "auto", `glassgpt.matmul.choose_matmul_kernel`): pick it once for all of a run's steps."""
+    return choose_matmul_kernel(setting, torch.device("cpu"), torch.float32).kernel
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
