@@ -23,6 +23,12 @@ of them once, or the run fails. From those shares it prints what MFU against the
 would be if attention took no time, and if nothing but the weight matmuls did (`mfu_bounds`):
 how far a faster attention, or faster everything else, could take it.
 
+Last, the hardware's own ceiling for comparison, not as MFU's reference: what the cores' fused
+multiply-add units do in float32 with nothing else in the way (`kernels/fma_peak.cpp`, a
+register-only loop on every thread, built with the CPU's own instructions on first use; it needs
+a C++ compiler and says why it is left out where it cannot be built). No matmul can pass it, so
+it says how much of the hardware the reference matmul itself reaches.
+
     python benchmarks/bench_peak.py [--preset small] [--repeats 5] [--seconds 3] [--matmul auto|aten|onednn] [--quick]
 
 `--matmul` (default auto) picks the float32 kernel as `glassgpt train --matmul` does
@@ -35,10 +41,12 @@ two). On oneDNN a weight matmul is one `mkldnn::_linear_pointwise` call, counted
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,6 +63,7 @@ from glassgpt.runtime import keep_freed_memory, matmul_call_seconds, peak_matmul
 CPU = torch.device("cpu")
 ONEDNN_MATMUL = "mkldnn::_linear_pointwise"  # a @ b.T: `glassgpt.matmul.onednn_mm_nt`'s one call
 WEIGHT_MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", ONEDNN_MATMUL)  # a linear layer on (B, T, D) runs as mm
+FMA_SOURCE = Path(__file__).resolve().parent / "kernels" / "fma_peak.cpp"
 
 
 def matmul_flop_count(name: str, shapes: list[list[int]]) -> int:
@@ -71,6 +80,41 @@ def mfu_bounds(mfu: float, matmul_share: float, attention_share: float) -> dict[
     """MFU if parts of the step took no time and the rest ran as measured: the model's FLOPs stay,
     the step's time shrinks to the weight matmuls' share (and the others')."""
     return {"now": mfu, "attention free": mfu / (1 - attention_share), "only the weight matmuls": mfu / matmul_share}
+
+
+@functools.cache
+def fma_kernel() -> ModuleType | str:
+    """The compiled FMA loop (`kernels/fma_peak.cpp`), or why it cannot be had (one line)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        return f"this CPU has no AVX2 (PyTorch reports {capability})"
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name="glassgpt_bench_fma_peak", sources=[str(FMA_SOURCE)],
+                    extra_cflags=["-O2", "-march=native", "-fopenmp"], verbose=False)
+    except Exception as err:  # no compiler, no ninja, a failed build
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"the FMA loop did not build ({first_line[:200]})"
+
+
+def fma_flops(kernel: ModuleType, seconds: float) -> float:
+    """The best call's float32 FLOP/s of the FMA loop on all of torch's threads, calls of ~20 ms
+    for `seconds`; fails if a call's accumulators do not add up to what the loop must leave."""
+    threads = torch.get_num_threads()
+    flops_per_round = kernel.flops_per_iteration() * threads
+    rounds, best, deadline = 1000, 0.0, time.perf_counter() + seconds
+    expected = 2.0 * (flops_per_round // 2)  # each lane of each accumulator (2 FLOPs a round) ends at 2.0
+    while True:
+        start = time.perf_counter()
+        total = kernel.fma_loop(rounds, threads, 0.5, 1.0)
+        elapsed = time.perf_counter() - start
+        if total != expected:
+            raise SystemExit(f"bench_peak: the FMA loop left {total}, not {expected}")
+        best = max(best, rounds * flops_per_round / elapsed)
+        if time.perf_counter() > deadline:
+            return best
+        rounds = max(1000, int(rounds * 0.02 / max(elapsed, 1e-6)))  # aim at ~20 ms calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
           f"time, attention {attention_seconds / step_seconds:.0%}, everything else {other / step_seconds:.0%}")
     bounds = mfu_bounds(model_rate / statistics.median(best), matmul_seconds / step_seconds, attention_seconds / step_seconds)
     print("MFU against the best call: " + "; ".join(f"{part} {value:.0%}" for part, value in bounds.items()))
+    kernel_or_reason = fma_kernel()
+    if isinstance(kernel_or_reason, str):
+        print(f"\nthe cores' FMA peak: not measured: {kernel_or_reason}")
+        return 0
+    fma = fma_flops(kernel_or_reason, 0.2 if args.quick else 2.0)
+    print(f"\nthe cores' FMA peak (a register-only float32 FMA loop, {torch.get_num_threads()} threads, best ~20 ms call): "
+          f"{fmt(fma / 1e9)} GFLOP/s; the best matmul call is {statistics.median(best) / fma:.0%} of it, "
+          f"{name}'s model FLOP/s {model_rate / fma:.0%}")
     return 0
 
 

@@ -261,6 +261,35 @@ def test_peak_benchmark_counts_each_weight_matmul_of_a_step_once(capsys, kernel:
     assert "MFU against the best call: now " in out
     bounds = bench_peak.mfu_bounds(0.7, matmul_share=0.7, attention_share=0.125)
     assert bounds == pytest.approx({"now": 0.7, "attention free": 0.8, "only the weight matmuls": 1.0})
+    fma_line = next(line for line in out.splitlines() if line.startswith("the cores' FMA peak"))
+    fma = bench_peak.fma_kernel()
+    if isinstance(fma, str):  # no compiler here: the run says why, and measures nothing
+        assert fma_line == f"the cores' FMA peak: not measured: {fma}"
+        return
+    assert re.search(r"\d threads, best ~20 ms call\): [\d,]+ GFLOP/s; the best matmul call is \d+% of it", fma_line)
+
+
+def test_fma_loop_does_all_its_work_and_the_check_catches_a_loop_that_did_not():
+    bench_peak = benchmark_module("bench_peak")
+    fma = bench_peak.fma_kernel()
+    if isinstance(fma, str):
+        pytest.skip(fma)
+    lanes = fma.flops_per_iteration() // 2 // 12  # 12 accumulators, 2 FLOPs an FMA
+    assert lanes in (8, 16)  # AVX2 or AVX-512
+    # a = a * 0.5 + 1 from 0: 2.0 exactly after enough rounds, 2 - 2^(1-n) after n.
+    assert fma.fma_loop(100, 2, 0.5, 1.0) == 2.0 * 12 * lanes * 2
+    assert fma.fma_loop(3, 1, 0.5, 1.0) == 1.75 * 12 * lanes
+    assert bench_peak.fma_flops(fma, 0.05) > 0
+
+    class Lazy:  # a loop that skipped its rounds
+        flops_per_iteration = fma.flops_per_iteration
+
+        @staticmethod
+        def fma_loop(rounds, threads, multiplier, addend):
+            return fma.fma_loop(1, threads, multiplier, addend)
+
+    with pytest.raises(SystemExit, match="the FMA loop left"):
+        bench_peak.fma_flops(Lazy, 0.05)
 
 
 def test_rl_addition_chains_blank_model_addition_sft_and_rl(tmp_path: Path, capsys):
@@ -328,6 +357,16 @@ def test_demo_tuning_candidates_are_valid_runs_and_demo_4_is_the_demo_preset():
     zero, demo_3 = configs["demo 3, zero init"], configs["demo 3 (demo 2, adamw 3e-2)"]
     assert zero.train.residual_init == "zero" and dataclasses.replace(zero.train, residual_init="scaled") == demo_3.train
     assert dataclasses.replace(demo_3.train, batch_size=64) == control.train
+    # Rows keep their meaning as the preset moves on: a candidate that does not name a field has
+    # the first round's value (demo 3 ran at batch 32, the old demo with 4,096 tokens and AdamW).
+    assert demo_3.train.batch_size == 32 and control.train.batch_size == 64
+    old = configs["adamw cosine lr 3e-3 (old demo)"]
+    assert (old.tokenizer.vocab_size, old.model.vocab_size, old.train.optimizer, old.train.batch_size) == (
+        4096, 4096, "adamw", 32)
+    # A token budget: steps for that many tokens at the candidate's batch, and no time limit.
+    by_tokens = tune_demo.candidate_config(tune_demo.CANDIDATES["demo 3 (demo 2, adamw 3e-2)"], 4.0, seed=0,
+                                           tokens=901120)
+    assert (by_tokens.train.max_steps, by_tokens.train.time_budget_min) == (901120 // (32 * 128), 0.0)
 
 
 def test_muon_benchmark_checks_that_stacked_and_alone_step_alike(capsys, monkeypatch):

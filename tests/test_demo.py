@@ -63,3 +63,48 @@ def test_verdict_says_which_model_wins_by_how_much():
     assert verdict(None, 1.92) == "the GPT was not evaluated"
     # the gap is the difference of the numbers as printed: 2.938 - 1.920, not 2.9376 - 1.9204
     assert verdict(2.9376, 1.9204).startswith("the GPT is 1.018 worse")
+
+
+def test_demo_trains_at_a_smaller_batch_where_this_machine_makes_few_tokens_in_its_minutes(monkeypatch, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from glassgpt import demo
+    from glassgpt.config import preset
+
+    config, lines = preset("demo"), []
+    assert demo.recipe_for_machine(config, demo.SMALL_BUDGET_TOKENS, lines.append) == config and lines == []
+    small = demo.recipe_for_machine(config, 0.9e6, lines.append)
+    assert (small.train.batch_size, small.train.warmup_steps) == (32, 10)
+    assert dataclasses.replace(small.train, batch_size=config.train.batch_size,
+                               warmup_steps=config.train.warmup_steps) == config.train  # nothing else moves
+    assert small.model == config.model
+    assert lines == ["demo: ~0.9M training tokens expected in 4 minutes here (fewer than 1.8M): batch 32 and 10 "
+                     "warmup steps instead of 64 and 50, which learn more from so few tokens"]
+
+    # Tokens expected: the measured peak (bf16's only where asked for) at DEMO_MFU over the budget.
+    peaks = {torch.float32: 100e9, torch.bfloat16: 1e9}
+    monkeypatch.setattr(demo, "matmul_flops", lambda device, dtype: peaks[dtype])
+    cpu = torch.device("cpu")
+    expected = 100e9 * demo.DEMO_MFU * 240 / config.model.flops_per_token()
+    assert demo.expected_tokens(config, cpu) == pytest.approx(expected)
+    bf16 = dataclasses.replace(config, train=dataclasses.replace(config.train, dtype="bf16"))
+    assert demo.expected_tokens(bf16, cpu) == pytest.approx(expected / 100)
+
+    # The demo itself: a slow machine's time budget trains at batch 32; a step budget never changes.
+    trained = []
+
+    def fake_pretrain(config, out_dir, **kwargs):
+        trained.append(config.train)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(demo, "pretrain", fake_pretrain)
+    for max_steps in (None, 300):
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(tmp_path / "d", 4.0, cache_dir=None, device=cpu, log=lambda _: None, max_steps=max_steps)
+    assert [t.batch_size for t in trained] == [32, 64]
+    monkeypatch.setitem(peaks, torch.float32, 1e13)  # a fast machine keeps the preset's batch
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path / "d", 4.0, cache_dir=None, device=cpu, log=lambda _: None)
+    assert trained[-1].batch_size == 64
