@@ -39,7 +39,8 @@ TEMPERATURES = (0.0, 0.8, 1.2)
 SMALL_BUDGET_TOKENS = 1_800_000
 SMALL_BUDGET_TRAIN = {"batch_size": 32, "warmup_steps": 10}
 #: The share of the float32 matmul peak the demo's training reaches, to turn the peak into tokens:
-#: the demo's logs read 43-54% on this AVX-512 EPYC (oneDNN) and 55-63% with it held to AVX2.
+#: its logs read 48-55% on this AVX-512 EPYC on quiet days (34-54% on a noisy one) and 50-63% with
+#: the CPU held to AVX2. The choice it feeds only matters near SMALL_BUDGET_TOKENS.
 DEMO_MFU = 0.5
 
 
