@@ -58,7 +58,12 @@ from benchmarks.bench_shapes import TOKENS_PER_STEP, step_runner  # noqa: E402
 from benchmarks.common import add_matmul_option, cpu_name, fmt, markdown_table, training_kernel  # noqa: E402
 from glassgpt.commands.common import positive_float, positive_int  # noqa: E402
 from glassgpt.config import PRESETS  # noqa: E402
-from glassgpt.runtime import keep_freed_memory, matmul_call_seconds, peak_matmul_size  # noqa: E402
+from glassgpt.runtime import (  # noqa: E402
+    build_cpu_extension,
+    keep_freed_memory,
+    matmul_call_seconds,
+    peak_matmul_size,
+)
 
 CPU = torch.device("cpu")
 ONEDNN_MATMUL = "mkldnn::_linear_pointwise"  # a @ b.T: `glassgpt.matmul.onednn_mm_nt`'s one call
@@ -85,17 +90,8 @@ def mfu_bounds(mfu: float, matmul_share: float, attention_share: float) -> dict[
 @functools.cache
 def fma_kernel() -> ModuleType | str:
     """The compiled FMA loop (`kernels/fma_peak.cpp`), or why it cannot be had (one line)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX2", "AVX512"):
-        return f"this CPU has no AVX2 (PyTorch reports {capability})"
-    try:
-        from torch.utils.cpp_extension import load
-
-        return load(name="glassgpt_bench_fma_peak", sources=[str(FMA_SOURCE)],
-                    extra_cflags=["-O2", "-march=native", "-fopenmp"], verbose=False)
-    except Exception as err:  # no compiler, no ninja, a failed build
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return f"the FMA loop did not build ({first_line[:200]})"
+    return build_cpu_extension("glassgpt_bench_fma_peak", FMA_SOURCE, ["-O2", "-march=native", "-fopenmp"],
+                               "the FMA loop")
 
 
 def fma_flops(kernel: ModuleType, seconds: float) -> float:

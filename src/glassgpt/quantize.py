@@ -43,6 +43,7 @@ from torch import nn
 from glassgpt.config import ModelConfig
 from glassgpt.errors import GlassError
 from glassgpt.model import GPT, Block, FeedForward, KVCache
+from glassgpt.runtime import build_cpu_extension
 
 METHODS = ("avx2", "dynamic", "weight-only")
 FALLBACK_METHOD = "dynamic"  # where "avx2" cannot run: any CPU PyTorch supports
@@ -52,18 +53,8 @@ KERNEL_NAME = "glassgpt_int8_linear"  # PyTorch's build folder for it (~/.cache/
 
 @functools.cache
 def _build_kernel() -> ModuleType | str:
-    """The compiled AVX2 kernel, or why it cannot be had (one line)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX2", "AVX512"):
-        return f"this CPU has no AVX2 (PyTorch reports {capability})"
-    try:
-        from torch.utils.cpp_extension import load
-
-        return load(name=KERNEL_NAME, sources=[str(KERNEL_SOURCE)],
-                    extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], verbose=False)
-    except Exception as err:  # no compiler, no ninja, a failed build: say which, never crash decoding
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return f"the AVX2 kernel did not build ({first_line[:200]})"
+    """The compiled AVX2 kernel, or why it cannot be had (one line; decoding then falls back)."""
+    return build_cpu_extension(KERNEL_NAME, KERNEL_SOURCE, ["-O3", "-mavx2", "-mfma", "-fopenmp"], "the AVX2 kernel")
 
 
 def avx2_kernel() -> ModuleType:

@@ -1,7 +1,8 @@
 """The runtime: where and how tensors run, in one place.
 
-Owns the device choice, the dtype choice and its autocast, `torch.compile`, seeding, how the
-C library's malloc keeps freed memory for training, and multi-process training: the process
+Owns the device choice, the dtype choice and its autocast, `torch.compile`, building C++ kernels
+for x86 CPUs (`build_cpu_extension`), seeding, how the C library's malloc keeps freed memory for
+training, and multi-process training: the process
 group (gloo on CPUs, NCCL on GPUs) that `torchrun` starts, the rank, printing from rank 0 only,
 the few collectives the training loop needs, and the wrapping of a model for
 DistributedDataParallel or FSDP2.
@@ -20,6 +21,8 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -178,6 +181,22 @@ def missing_cpu_compiler() -> str | None:
     except Exception as err:  # InvalidCxxCompiler, or an inductor without this function
         return str(err).splitlines()[0] if str(err) else type(err).__name__
     return None
+
+
+def build_cpu_extension(name: str, source: Path, cflags: list[str], what: str) -> ModuleType | str:
+    """The C++ extension `source`, compiled by PyTorch on first use (kept under `name` in its
+    build folder) for a CPU with AVX2 or AVX-512, or one line saying why it cannot be had (no
+    AVX2; no compiler, no ninja or a failed build: "`what` did not build (...)")."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        return f"this CPU has no AVX2 (PyTorch reports {capability})"
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name=name, sources=[str(source)], extra_cflags=cflags, verbose=False)
+    except Exception as err:  # whatever the build raised: say which, never crash the caller
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"{what} did not build ({first_line[:200]})"
 
 
 def maybe_compile(model: nn.Module, setting: str, device: torch.device, log: Log) -> nn.Module:
