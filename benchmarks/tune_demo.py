@@ -16,11 +16,18 @@ The machine must be quiet (nothing else running): budgets are wall-clock.
 tokens per step) optimizer steps, and its schedule runs by steps (`--max-steps` of the trainer).
 That is what a slower machine gets in the demo's minutes, whatever this machine's speed or load:
 the AVX2 laptops glassgpt is aimed at (fp32 matmuls at ~100-140 GFLOP/s, against ~450 here on
-oneDNN) train the demo ~0.9M tokens in its 4 minutes (README, "How the demo recipe was chosen").
+oneDNN) trained the 192-wide demo ~0.9M tokens in its 4 minutes (README, "How the demo recipe was
+chosen"), roughly 1.91e13 model FLOPs (`--flops`).
 Equal tokens is equal time only where a step's cost is its tokens' (matmul-bound, as on a slow
 CPU); the steps of a smaller batch cost a little more a token (Muon's per-step work).
 
-Usage: python benchmarks/tune_demo.py [--minutes 4 | --tokens N] [--seeds 2] [--only NAME ...] [--out DIR]
+`--flops F` budgets model FLOPs instead, for candidates of other shapes: each trains
+F / (its model FLOPs per token) tokens, by steps as with --tokens. On a matmul-bound CPU that is
+equal time where the shapes reach the same share of the matmul peak, which a smaller model may not
+(check its tokens/s on the slow machine, or held to AVX2, before trusting a win).
+
+Usage: python benchmarks/tune_demo.py [--minutes 4 | --tokens N | --flops F] [--seeds 2] [--only NAME ...]
+       [--out DIR]
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ from glassgpt.runtime import keep_freed_memory
 from glassgpt.train.pretrain import pretrain
 
 # The demo preset as the first round found it. Every candidate is this plus its changes, so a row
-# keeps its meaning when the preset moves on (its batch went from 32 to 64 in the seventh round).
+# keeps its meaning when the preset moves on (its batch went from 32 to 64 in the seventh round,
+# its width from 192 to 96 in the thirteenth).
 ROUND_1_DEMO: dict[str, dict] = {
-    "model": {"vocab_size": 4096}, "tokenizer": {"vocab_size": 4096},
+    "model": {"vocab_size": 4096, "d_model": 192, "n_head": 4, "n_kv_head": 4, "mlp_hidden": 512},
+    "tokenizer": {"vocab_size": 4096},
     "train": {"batch_size": 32, "optimizer": "adamw", "schedule": "cosine", "lr": 3e-3, "muon_lr": 0.02,
               "decay_fraction": 0.2},
 }
@@ -133,12 +142,58 @@ CANDIDATES |= {
     "slow 1, qk-clip 50, wsd decay 0.6": {"train": {**SLOW_1, "qk_clip": 50.0, "decay_fraction": 0.6}, **VOCAB_8192},
 }
 
+# Tenth round: on a slow machine a smaller model trains more tokens in the same minutes. Budgeted
+# by model FLOPs (`--flops 1.91e13`: the demo's 0.9M tokens), each one change to "demo 3, warmup 10"
+# (the recipe the demo takes there); the output layer is 44% of the demo's FLOPs a token.
+CANDIDATES |= {
+    "slow 1, vocab 4096": {"train": SLOW_1, "tokenizer": {"vocab_size": 4096}, "model": {"vocab_size": 4096}},
+    "slow 1, d160": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
+                     "model": {**VOCAB_8192["model"], "d_model": 160, "mlp_hidden": 0}},
+    "slow 1, d128": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
+                     "model": {**VOCAB_8192["model"], "d_model": 128, "mlp_hidden": 0}},
+    "slow 1, 3 layers": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
+                         "model": {**VOCAB_8192["model"], "n_layer": 3}},
+}
+# Eleventh round: d128 won the tenth (1.874 against 1.934, with 1.57M tokens for 0.9M); narrower
+# still, and depth or heads at that width.
+D128 = {"tokenizer": VOCAB_8192["tokenizer"], "model": {**VOCAB_8192["model"], "d_model": 128, "mlp_hidden": 0}}
+CANDIDATES |= {
+    "slow 1, d96": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
+                    "model": {**VOCAB_8192["model"], "d_model": 96, "n_head": 3, "n_kv_head": 3, "mlp_hidden": 0}},
+    "slow 1, d128, 3 layers": {"train": SLOW_1, **D128, "model": {**D128["model"], "n_layer": 3}},
+    "slow 1, d128, 6 layers": {"train": SLOW_1, **D128, "model": {**D128["model"], "n_layer": 6}},
+    "slow 1, d128, 2 heads": {"train": SLOW_1, **D128, "model": {**D128["model"], "n_head": 2, "n_kv_head": 2}},
+}
+# Twelfth round: d96 won the eleventh (2.4M tokens for the demo's 0.9M); its depth, a narrower
+# model still, a smaller vocabulary where the output layer is 59% of a token's FLOPs, batch 64.
+D96 = {"tokenizer": VOCAB_8192["tokenizer"],
+       "model": {**VOCAB_8192["model"], "d_model": 96, "n_head": 3, "n_kv_head": 3, "mlp_hidden": 0}}
+CANDIDATES |= {
+    "slow 1, d96, 3 layers": {"train": SLOW_1, **D96, "model": {**D96["model"], "n_layer": 3}},
+    "slow 1, d96, 6 layers": {"train": SLOW_1, **D96, "model": {**D96["model"], "n_layer": 6}},
+    "slow 1, d64": {"train": SLOW_1, **D96, "model": {**D96["model"], "d_model": 64, "n_head": 2, "n_kv_head": 2}},
+    "slow 1, d96, vocab 4096": {"train": SLOW_1, "tokenizer": {"vocab_size": 4096},
+                                "model": {**D96["model"], "vocab_size": 4096}},
+    "slow 1, d96, batch 64": {"train": {**SLOW_1, "batch_size": 64}, **D96},
+}
+# Thirteenth round: do narrower models win at the demo's own 4 minutes on this fast machine too
+# (~2.5M tokens of the preset, at batch 64)?
+CANDIDATES |= {
+    "demo 4, d128": {"train": DEMO_4, **D128},
+    "demo 4, d96": {"train": DEMO_4, **D96},
+}
 
-def candidate_config(changes: dict[str, dict], minutes: float, seed: int, tokens: int = 0) -> RunConfig:
+def tokens_per_step(config: RunConfig) -> int:
+    return config.train.batch_size * config.train.grad_accum * config.model.context_length
+
+
+def candidate_config(changes: dict[str, dict], minutes: float, seed: int, tokens: int = 0,
+                     flops: float = 0.0) -> RunConfig:
     """The demo preset with `changes`, fp32, for `minutes` of training, or (`tokens` > 0) for as
-    many steps as make `tokens` training tokens, with no time limit."""
+    many steps as make `tokens` training tokens, or (`flops` > 0) as many as make `flops` model
+    FLOPs (training tokens x the model's FLOPs per token), with no time limit."""
     base = preset("demo")
-    train = {"dtype": "fp32", "time_budget_min": 0.0 if tokens else minutes, "seed": seed, "save_every": 10**6,
+    train = {"dtype": "fp32", "time_budget_min": 0.0 if tokens or flops else minutes, "seed": seed, "save_every": 10**6,
              **ROUND_1_DEMO["train"], **changes.get("train", {})}
     config = dataclasses.replace(
         base,
@@ -146,10 +201,11 @@ def candidate_config(changes: dict[str, dict], minutes: float, seed: int, tokens
         tokenizer=dataclasses.replace(base.tokenizer, **{**ROUND_1_DEMO["tokenizer"], **changes.get("tokenizer", {})}),
         train=dataclasses.replace(base.train, **train),
     )
+    if flops:
+        tokens = round(flops / config.model.flops_per_token())
     if tokens:
-        tokens_per_step = config.train.batch_size * config.train.grad_accum * config.model.context_length
         config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, max_steps=max(1, round(tokens / tokens_per_step)), eval_every=10**6))
+            config.train, max_steps=max(1, round(tokens / tokens_per_step(config))), eval_every=10**6))
     return config
 
 
@@ -159,6 +215,8 @@ def main() -> None:
                         help="training minutes per run (default: the demo's)")
     parser.add_argument("--tokens", type=int, default=0,
                         help="budget training tokens instead of minutes (steps = tokens / tokens per step)")
+    parser.add_argument("--flops", type=float, default=0.0,
+                        help="budget model FLOPs instead (tokens = FLOPs / the candidate's FLOPs per token)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to add seeds later)")
     parser.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
@@ -175,26 +233,28 @@ def main() -> None:
     results: dict[str, list[dict]] = {n: [] for n in names}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for i, name in enumerate(names):
-            config = candidate_config(CANDIDATES[name], args.minutes, seed, args.tokens)
+            config = candidate_config(CANDIDATES[name], args.minutes, seed, args.tokens, args.flops)
             result = pretrain(config, out / f"c{i}-s{seed}", cache_dir=cache, show_progress=False, log=lambda _: None)
-            budget = {"tokens": args.tokens} if args.tokens else {"minutes": args.minutes}
+            budget = ({"flops": args.flops} if args.flops else {"tokens": args.tokens} if args.tokens
+                      else {"minutes": args.minutes})
             row = {"candidate": name, "seed": seed, **budget, "params": result.num_parameters,
-                   "steps": result.step,
-                   "tokens_per_s": round(result.step * config.train.batch_size * config.model.context_length
-                                         / max(result.elapsed_s, 1e-9)),
+                   "steps": result.step, "tokens": result.step * tokens_per_step(config),
+                   "tokens_per_s": round(result.step * tokens_per_step(config) / max(result.elapsed_s, 1e-9)),
                    "mfu": round(result.mfu or 0.0, 3), "val_bpb": round(result.val.bpb, 4)}
             results[name].append(row)
             with open(out / "results.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
 
-    budget = f"{args.tokens:,} training tokens" if args.tokens else f"{args.minutes:g} minutes of training"
+    budget = (f"{args.flops:.3g} model FLOPs" if args.flops else f"{args.tokens:,} training tokens" if args.tokens
+              else f"{args.minutes:g} minutes of training")
     print(f"\n{budget} per run, {args.seeds} seeds; lower is better\n")
-    print("| candidate | parameters | steps | tokens/s | MFU | val bits/byte per seed | mean |")
-    print("|---|---|---|---|---|---|---|")
+    print("| candidate | parameters | steps | tokens | tokens/s | MFU | val bits/byte per seed | mean |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in sorted(names, key=lambda n: statistics.mean(r["val_bpb"] for r in results[n])):
         rows = results[name]
         print(f"| {name} | {rows[0]['params']:,} | {round(statistics.mean(r['steps'] for r in rows))} | "
+              f"{statistics.mean(r['tokens'] for r in rows) / 1e6:.2f}M | "
               f"{round(statistics.mean(r['tokens_per_s'] for r in rows)):,} | "
               f"{statistics.mean(r['mfu'] for r in rows):.0%} | "
               f"{' / '.join(format(r['val_bpb'], '.3f') for r in rows)} | "

@@ -344,22 +344,25 @@ def test_bench_allocator_adds_huge_pages_on_request(capsys):
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory", "keep + huge pages"]
 
 
-def test_demo_tuning_candidates_are_valid_runs_and_demo_4_is_the_demo_preset():
+def test_demo_tuning_candidates_are_valid_runs_and_the_winner_is_the_demo_preset():
     from glassgpt.config import preset
 
     tune_demo = benchmark_module("tune_demo")
     configs = {name: tune_demo.candidate_config(changes, 4.0, seed=0) for name, changes in tune_demo.CANDIDATES.items()}
-    demo, control = preset("demo"), configs["demo 4 (demo 3, batch 64)"]
+    demo, control = preset("demo"), configs["slow 1, d96, batch 64"]
     # The control differs from the demo preset only in what every candidate's run sets.
     run_settings = {f: getattr(demo.train, f) for f in ("dtype", "time_budget_min", "seed", "save_every")}
     assert (control.model, control.tokenizer) == (demo.model, demo.tokenizer)
     assert dataclasses.replace(control.train, **run_settings) == demo.train
     zero, demo_3 = configs["demo 3, zero init"], configs["demo 3 (demo 2, adamw 3e-2)"]
     assert zero.train.residual_init == "zero" and dataclasses.replace(zero.train, residual_init="scaled") == demo_3.train
-    assert dataclasses.replace(demo_3.train, batch_size=64) == control.train
+    assert dataclasses.replace(demo_3.train, batch_size=64, warmup_steps=10) == control.train
     # Rows keep their meaning as the preset moves on: a candidate that does not name a field has
-    # the first round's value (demo 3 ran at batch 32, the old demo with 4,096 tokens and AdamW).
+    # the first round's value (demo 3 ran at batch 32 and d_model 192 with 4 heads, the old demo
+    # with 4,096 tokens and AdamW).
     assert demo_3.train.batch_size == 32 and control.train.batch_size == 64
+    assert (demo_3.model.d_model, demo_3.model.n_head, demo_3.model.mlp_hidden) == (192, 4, 512)
+    assert dataclasses.replace(demo_3.model, d_model=96, n_head=3, n_kv_head=3, mlp_hidden=256) == control.model
     old = configs["adamw cosine lr 3e-3 (old demo)"]
     assert (old.tokenizer.vocab_size, old.model.vocab_size, old.train.optimizer, old.train.batch_size) == (
         4096, 4096, "adamw", 32)
@@ -367,6 +370,14 @@ def test_demo_tuning_candidates_are_valid_runs_and_demo_4_is_the_demo_preset():
     by_tokens = tune_demo.candidate_config(tune_demo.CANDIDATES["demo 3 (demo 2, adamw 3e-2)"], 4.0, seed=0,
                                            tokens=901120)
     assert (by_tokens.train.max_steps, by_tokens.train.time_budget_min) == (901120 // (32 * 128), 0.0)
+    # A FLOP budget: a model with fewer FLOPs a token trains more tokens (here the 4,096-token
+    # vocabulary's smaller output layer), a model of the budget's shape exactly the tokens it names.
+    flops = 901120 * demo_3.model.flops_per_token()
+    same, smaller = (tune_demo.candidate_config(tune_demo.CANDIDATES[name], 4.0, seed=0, flops=flops)
+                     for name in ("demo 3, warmup 10", "slow 1, vocab 4096"))
+    assert (same.train.max_steps, same.train.time_budget_min) == (901120 // (32 * 128), 0.0)
+    assert smaller.train.max_steps * 32 * 128 == pytest.approx(flops / smaller.model.flops_per_token(), abs=32 * 128)
+    assert smaller.train.max_steps > same.train.max_steps
 
 
 def test_muon_benchmark_checks_that_stacked_and_alone_step_alike(capsys, monkeypatch):

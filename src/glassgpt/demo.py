@@ -5,11 +5,10 @@ It trains the BPE tokenizer and the `demo` preset, continues a few prompts at te
 into the run folder. For scale it also scores the character 8-gram model (counting, see
 `glassgpt ngram`) on the same validation text: the GPT has to beat counting to earn its keep.
 
-The demo's budget is minutes, so a slower CPU trains it on fewer tokens, and the preset's batch
-of 64 sequences, tuned where 4 minutes make ~2.5M tokens, learns less from ~1M tokens than a
-batch of 32 does (`benchmarks/tune_demo.py --tokens`; README, "How the demo recipe was chosen").
-So the demo measures this machine's matmul rate first and, where it expects fewer training
-tokens than `SMALL_BUDGET_TOKENS`, trains at `SMALL_BUDGET_TRAIN` instead (`recipe_for_machine`).
+The demo's budget is minutes, so a slower CPU trains it on fewer tokens. Its model is narrow
+(d_model 96) for that reason: in the same minutes it trains on ~2.5x the tokens of a 192-wide one
+and learns more from them, on this project's fast CPU and more so on a slow laptop's (README, "How
+the demo recipe was chosen"; `benchmarks/tune_demo.py`).
 """
 
 from __future__ import annotations
@@ -25,24 +24,11 @@ from glassgpt.data.corpus import load_documents, split_documents
 from glassgpt.engine import Engine, SamplingConfig
 from glassgpt.explain.ngram import CHAR_MAX_N, CharNGrams
 from glassgpt.runs import RunFolder
-from glassgpt.runtime import Log, matmul_flops, resolve_device
+from glassgpt.runtime import Log
 from glassgpt.train.pretrain import TrainResult, pretrain
 
 PROMPTS = ("It is a truth universally", "To be, or not to be", "In the beginning", "Call me Ishmael.")
 TEMPERATURES = (0.0, 0.8, 1.2)
-
-#: Where the demo expects fewer training tokens than this in its minutes, it trains at
-#: `SMALL_BUDGET_TRAIN`: with 0.9M tokens that scored 1.934 bits per byte (mean of two seeds)
-#: against the preset's 1.980, with 1.5M 1.867 against 1.876, and with 2.5M the preset won
-#: (1.799 against 1.818), so the two cross near 1.8M (`benchmarks/tune_demo.py --tokens`; README,
-#: "How the demo recipe was chosen", eighth round).
-SMALL_BUDGET_TOKENS = 1_800_000
-SMALL_BUDGET_TRAIN = {"batch_size": 32, "warmup_steps": 10}
-#: The share of the float32 matmul peak the demo's training reaches, to turn the peak into tokens:
-#: its logs read 48-55% on this AVX-512 EPYC on quiet days (34-54% on a noisy one) and 50-63% with
-#: the CPU held to AVX2. The choice it feeds only matters near SMALL_BUDGET_TOKENS.
-DEMO_MFU = 0.5
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -74,8 +60,6 @@ def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: t
     if max_steps is not None:
         changes["max_steps"] = max_steps
     config = dataclasses.replace(preset("demo"), train=dataclasses.replace(preset("demo").train, **changes))
-    if max_steps is None:  # a step budget is the same run on any machine; a time budget is not
-        config = recipe_for_machine(config, expected_tokens(config, device or resolve_device()), log)
     result = pretrain(config, out_dir, cache_dir=cache_dir, device=device, show_progress=show_progress, log=log)
 
     ngram_bpb = counting_baseline(config)
@@ -91,28 +75,6 @@ def run_demo(out_dir: Path, minutes: float, *, cache_dir: Path | None, device: t
             samples.append(Sample(prompt, temperature, text))
     report = folder.write_report(_report(result, samples, ngram_bpb))
     return DemoResult(result, samples, report, ngram_bpb)
-
-
-def expected_tokens(config: RunConfig, device: torch.device) -> float:
-    """How many tokens `config` will train on in its time budget here: this device's float32 matmul
-    peak (the kernels training may use, ~0.5 s; bf16 only where asked for, as "auto" takes it only
-    where it is faster) at `DEMO_MFU`, over the model's FLOPs per token."""
-    dtype = torch.bfloat16 if config.train.dtype == "bf16" else torch.float32
-    seconds = 60 * config.train.time_budget_min
-    return matmul_flops(device, dtype) * DEMO_MFU * seconds / config.model.flops_per_token()
-
-
-def recipe_for_machine(config: RunConfig, tokens: float, log: Log) -> RunConfig:
-    """`config`, or at `SMALL_BUDGET_TRAIN` where it will train on fewer than `SMALL_BUDGET_TOKENS`
-    `tokens` (and says so in the log)."""
-    if tokens >= SMALL_BUDGET_TOKENS:
-        return config
-    small = dataclasses.replace(config.train, **SMALL_BUDGET_TRAIN)
-    log(f"demo: ~{tokens / 1e6:.1f}M training tokens expected in {config.train.time_budget_min:g} minutes here "
-        f"(fewer than {SMALL_BUDGET_TOKENS / 1e6:g}M): batch {small.batch_size} and {small.warmup_steps} warmup "
-        f"steps instead of {config.train.batch_size} and {config.train.warmup_steps}, which learn more from so "
-        f"few tokens")
-    return dataclasses.replace(config, train=small)
 
 
 def verdict(gpt_bpb: float | None, ngram_bpb: float) -> str:

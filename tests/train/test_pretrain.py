@@ -100,13 +100,13 @@ def test_overrides_and_resume_rules():
     assert gpt2.model.n_kv_head == 6
     resumed = base.for_resume(train={"max_steps": 9})
     assert resumed.model == base.model and resumed.train.max_steps == 9
-    # An MLP at its default width follows a new d_model (8/3 x 256 -> 704), unless a width is given;
-    # a width that is not the default stays.
-    assert base.model.mlp_hidden == 512 and base.with_overrides(model={"d_model": 256}).model.mlp_hidden == 704
-    assert base.with_overrides(model={"d_model": 256, "mlp_hidden": 896}).model.mlp_hidden == 896
+    # An MLP at its default width follows a new d_model (8/3 x 96 -> 256, 8/3 x 240 -> 640), unless
+    # a width is given; a width that is not the default stays.
+    assert base.model.mlp_hidden == 256 and base.with_overrides(model={"d_model": 240}).model.mlp_hidden == 640
+    assert base.with_overrides(model={"d_model": 240, "mlp_hidden": 896}).model.mlp_hidden == 896
     wide = base.with_overrides(model={"mlp_hidden": 1000})
-    assert wide.with_overrides(model={"d_model": 256}).model.mlp_hidden == 1000
-    assert base.with_overrides(model={"mlp": "gelu", "d_model": 256}).model.mlp_hidden == 1024
+    assert wide.with_overrides(model={"d_model": 240}).model.mlp_hidden == 1000
+    assert base.with_overrides(model={"mlp": "gelu", "d_model": 240}).model.mlp_hidden == 960
     with pytest.raises(GlassError, match="--resume continues"):
         base.for_resume(changes_model=True)
 

@@ -28,8 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--minutes", type=positive_float, default=4.0, help="training time (default 4)")
     p.add_argument("--max-steps", type=positive_int, metavar="N",
-                   help="also stop after N optimizer steps (a quick check that is the same on any machine: "
-                        "the preset's batch, whatever this machine's speed)")
+                   help="also stop after N optimizer steps (a quick check that is the same on any machine)")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto (default) = bf16 where measured faster, as on CPUs with native bf16; "
                         "fp32 = the issue's measure on any machine")
