@@ -384,8 +384,8 @@ PRESETS: dict[str, RunConfig] = {
     # (benchmarks/tune_demo.py; Muon + WSD and an 8k vocabulary beat AdamW + cosine at 4k; then
     # AdamW's lr for embeddings, output layer and gains 3e-3 -> 3e-2 and a 40% decay, -0.06; once
     # float32 matmuls ran on oneDNN, batch 64 instead of 32, -0.03; then d_model 96 with 3 heads
-    # instead of 192 with 4, which trains on ~2x the tokens in the same minutes: -0.04 here, and
-    # -0.14 in a slow AVX2 laptop's minutes, where the 192-wide model lost to the 8-gram; with it
+    # instead of 192 with 4, which trains on 2-2.5x the tokens in the same minutes: -0.04 here, and
+    # -0.15 in a slow AVX2 laptop's minutes, where the 192-wide model lost to the 8-gram; with it
     # 10 warmup steps instead of 50).
     "demo": RunConfig(
         model=ModelConfig(vocab_size=8192, context_length=128, n_layer=4, n_head=3, n_kv_head=3, d_model=96),

@@ -6,7 +6,7 @@ into the run folder. For scale it also scores the character 8-gram model (counti
 `glassgpt ngram`) on the same validation text: the GPT has to beat counting to earn its keep.
 
 The demo's budget is minutes, so a slower CPU trains it on fewer tokens. Its model is narrow
-(d_model 96) for that reason: in the same minutes it trains on ~2.5x the tokens of a 192-wide one
+(d_model 96) for that reason: in the same minutes it trains on 2-2.5x the tokens of a 192-wide one
 and learns more from them, on this project's fast CPU and more so on a slow laptop's (README, "How
 the demo recipe was chosen"; `benchmarks/tune_demo.py`).
 """
