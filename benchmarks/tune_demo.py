@@ -39,6 +39,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from glassgpt.commands.common import positive_float, positive_int
 from glassgpt.config import RunConfig, preset
 from glassgpt.runtime import keep_freed_memory
 from glassgpt.train.pretrain import pretrain
@@ -144,30 +145,28 @@ CANDIDATES |= {
 
 # Tenth round: on a slow machine a smaller model trains more tokens in the same minutes. Budgeted
 # by model FLOPs (`--flops 1.91e13`: the demo's 0.9M tokens), each one change to "demo 3, warmup 10"
-# (the recipe the demo takes there); the output layer is 44% of the demo's FLOPs a token.
+# (the recipe the demo then took there); the output layer is 44% of the demo's FLOPs a token.
+D128 = {"tokenizer": VOCAB_8192["tokenizer"], "model": {**VOCAB_8192["model"], "d_model": 128, "mlp_hidden": 0}}
+D96 = {"tokenizer": VOCAB_8192["tokenizer"],
+       "model": {**VOCAB_8192["model"], "d_model": 96, "n_head": 3, "n_kv_head": 3, "mlp_hidden": 0}}
 CANDIDATES |= {
     "slow 1, vocab 4096": {"train": SLOW_1, "tokenizer": {"vocab_size": 4096}, "model": {"vocab_size": 4096}},
     "slow 1, d160": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
                      "model": {**VOCAB_8192["model"], "d_model": 160, "mlp_hidden": 0}},
-    "slow 1, d128": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
-                     "model": {**VOCAB_8192["model"], "d_model": 128, "mlp_hidden": 0}},
+    "slow 1, d128": {"train": SLOW_1, **D128},
     "slow 1, 3 layers": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
                          "model": {**VOCAB_8192["model"], "n_layer": 3}},
 }
 # Eleventh round: d128 won the tenth (1.874 against 1.934, with 1.57M tokens for 0.9M); narrower
 # still, and depth or heads at that width.
-D128 = {"tokenizer": VOCAB_8192["tokenizer"], "model": {**VOCAB_8192["model"], "d_model": 128, "mlp_hidden": 0}}
 CANDIDATES |= {
-    "slow 1, d96": {"train": SLOW_1, "tokenizer": VOCAB_8192["tokenizer"],
-                    "model": {**VOCAB_8192["model"], "d_model": 96, "n_head": 3, "n_kv_head": 3, "mlp_hidden": 0}},
+    "slow 1, d96": {"train": SLOW_1, **D96},
     "slow 1, d128, 3 layers": {"train": SLOW_1, **D128, "model": {**D128["model"], "n_layer": 3}},
     "slow 1, d128, 6 layers": {"train": SLOW_1, **D128, "model": {**D128["model"], "n_layer": 6}},
     "slow 1, d128, 2 heads": {"train": SLOW_1, **D128, "model": {**D128["model"], "n_head": 2, "n_kv_head": 2}},
 }
 # Twelfth round: d96 won the eleventh (2.4M tokens for the demo's 0.9M); its depth, a narrower
 # model still, a smaller vocabulary where the output layer is 59% of a token's FLOPs, batch 64.
-D96 = {"tokenizer": VOCAB_8192["tokenizer"],
-       "model": {**VOCAB_8192["model"], "d_model": 96, "n_head": 3, "n_kv_head": 3, "mlp_hidden": 0}}
 CANDIDATES |= {
     "slow 1, d96, 3 layers": {"train": SLOW_1, **D96, "model": {**D96["model"], "n_layer": 3}},
     "slow 1, d96, 6 layers": {"train": SLOW_1, **D96, "model": {**D96["model"], "n_layer": 6}},
@@ -213,9 +212,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=preset("demo").train.time_budget_min,
                         help="training minutes per run (default: the demo's)")
-    parser.add_argument("--tokens", type=int, default=0,
+    parser.add_argument("--tokens", type=positive_int, default=0,
                         help="budget training tokens instead of minutes (steps = tokens / tokens per step)")
-    parser.add_argument("--flops", type=float, default=0.0,
+    parser.add_argument("--flops", type=positive_float, default=0.0,
                         help="budget model FLOPs instead (tokens = FLOPs / the candidate's FLOPs per token)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to add seeds later)")

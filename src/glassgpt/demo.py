@@ -30,6 +30,7 @@ from glassgpt.train.pretrain import TrainResult, pretrain
 PROMPTS = ("It is a truth universally", "To be, or not to be", "In the beginning", "Call me Ishmael.")
 TEMPERATURES = (0.0, 0.8, 1.2)
 
+
 @dataclass(frozen=True)
 class Sample:
     prompt: str
