@@ -35,6 +35,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
+
 import torch  # noqa: E402
 
 from benchmarks.bench_shapes import step_runner  # noqa: E402

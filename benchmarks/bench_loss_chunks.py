@@ -21,6 +21,7 @@ relative to smaller ones; the fastest repeat is the least disturbed.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

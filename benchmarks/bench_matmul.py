@@ -17,12 +17,17 @@ process, interleaved (`benchmarks.common.interleaved`, the order alternating):
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
 
 import torch  # noqa: E402
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import time
@@ -50,6 +51,10 @@ from types import ModuleType
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402

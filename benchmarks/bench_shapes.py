@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +34,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgpt` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
 
 import torch  # noqa: E402
 

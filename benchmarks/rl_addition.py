@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `glassgpt` importable from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
 
 from glassgpt.atomic import atomic_write_text  # noqa: E402
 from glassgpt.commands.common import positive_int  # noqa: E402

@@ -19,11 +19,16 @@ Compare `glassgpt eval-chat` (or the RL run's step-0 held-out accuracy) with the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `glassgpt` importable from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from glassgpt.entry import prepare_process  # noqa: E402
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
 
 import torch  # noqa: E402
 

@@ -35,14 +35,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
 
-from glassgpt.commands.common import positive_float, positive_int
-from glassgpt.config import RunConfig, preset
-from glassgpt.runtime import keep_freed_memory
-from glassgpt.train.pretrain import pretrain
+from glassgpt.entry import prepare_process
+
+prepare_process(os.environ)  # before torch, as the `glassgpt` command does: MKL's fast code on AMD CPUs
+
+from glassgpt.commands.common import positive_float, positive_int  # noqa: E402
+from glassgpt.config import RunConfig, preset  # noqa: E402
+from glassgpt.runtime import keep_freed_memory  # noqa: E402
+from glassgpt.train.pretrain import pretrain  # noqa: E402
 
 # The demo preset as the first round found it. Every candidate is this plus its changes, so a row
 # keeps its meaning when the preset moves on (its batch went from 32 to 64 in the seventh round,

@@ -328,6 +328,19 @@ def test_bench_allocator_compares_both_mallocs(capsys):
     assert [row.split("|")[2].strip() for row in rows] == ["default malloc", "keep freed memory"]
 
 
+def test_bench_mkl_compares_mkl_held_back_and_let_choose(capsys):
+    from glassgpt.mkl_on_amd import AMD_VENDOR, c_compiler, cpu_vendor
+
+    bench_mkl = benchmark_module("bench_mkl")
+    assert bench_mkl.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| tiny")]
+    assert [worker.strip() for _, worker in rows] == ["MKL held back", "MKL let choose"]
+    assert "MKL held back: held back" in out
+    if cpu_vendor() == AMD_VENDOR and c_compiler() is not None:  # the worker loaded MKL's answer before torch
+        assert "MKL let choose: loaded" in out and "MKL runs its generic code" in out  # (the held-back one)
+
+
 def _transparent_huge_pages_off() -> bool:
     try:
         return "[never]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()

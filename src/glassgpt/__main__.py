@@ -2,7 +2,7 @@
 
 import sys
 
-from glassgpt.cli import main
+from glassgpt.entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

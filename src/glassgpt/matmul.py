@@ -1,13 +1,16 @@
 """Which kernel multiplies float32 matrices in CPU training: PyTorch's default or oneDNN's.
 
 PyTorch sends a CPU float32 matmul to its BLAS (Intel's MKL in the official wheels), which on AMD
-CPUs takes its AVX2 code even where the CPU has AVX-512: on the 2-core AMD EPYC (AVX-512) this
-project is measured on, the best call of a 1024^3 matmul ran at 230 GFLOP/s through `torch.mm`
-and at 507 through oneDNN (bundled with PyTorch, which picks its code by the instructions a CPU
-has), with the same float32 results (`benchmarks/bench_matmul.py`; README, "Training on this
-CPU"). So training can run its linear layers and its output layer's loss on oneDNN (`linear`,
+CPUs takes its AVX2 code even where the CPU has AVX-512, unless `glassgpt.mkl_on_amd` has let it
+choose by instruction set (the `glassgpt` command does, before torch loads). Held back, on the
+2-core AMD EPYC (AVX-512) this project is measured on, the best call of a 1024^3 matmul ran at
+230 GFLOP/s through `torch.mm` and at 507 through oneDNN (bundled with PyTorch, which picks its
+code by the instructions a CPU has), with the same float32 results (`benchmarks/bench_matmul.py`;
+README, "Training on this CPU"); let choose, MKL ran 438-454, and whole training steps ~1.1x
+oneDNN's. So training can run its linear layers and its output layer's loss on oneDNN (`linear`,
 `mm_nt`, `weight_grad` with kernel "onednn"), and `choose_matmul_kernel` measures at start-up
-which kernel is faster here (held to AVX2, oneDNN still trained 1.07-1.22x faster).
+which kernel is faster here (held to AVX2, oneDNN still trained 1.07-1.22x faster than MKL's
+AVX2 code).
 
 Only training uses it: under `torch.no_grad` (evaluation, generation) `linear` keeps PyTorch's
 own path, as do bf16 autocast (whose matmuls PyTorch already sends to oneDNN) and GPUs. The oneDNN
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 
 from glassgpt.config import MATMUL_SETTINGS
 from glassgpt.errors import GlassError
+from glassgpt.mkl_on_amd import mkl_code_name
 
 #: oneDNN is chosen only when it is clearly faster: each kernel's best of a few calls must differ
 #: by more than a busy moment can make them differ (12 probes in a row here read 1.14-1.18x with
@@ -114,8 +118,10 @@ class MatmulChoice:
     reason: str
 
     def describe(self) -> str:
-        """The training log's line about the choice."""
-        return f"float32 matmuls: {self.kernel} ({self.reason}; --matmul aten for PyTorch's own)"
+        """The training log's line about the choice ("" where there was none to make: GPUs, bf16)."""
+        if not self.reason:
+            return ""
+        return f"float32 matmuls: {self.kernel} ({self.reason}; --matmul aten|onednn to choose)"
 
 
 def check_matmul_setting(setting: str, device: torch.device, dtype_setting: str) -> None:
@@ -141,14 +147,23 @@ def choose_matmul_kernel(setting: str, device: torch.device, dtype: torch.dtype)
     matmul of the presets' shapes (best of interleaved rounds) and takes oneDNN when it is at
     least `ONEDNN_MIN_SPEEDUP` x faster."""
     check_matmul_setting(setting, device, "fp32" if dtype == torch.float32 else "auto")
-    if device.type != "cpu" or dtype != torch.float32 or setting == "aten" or not onednn_available():
-        return MatmulChoice("aten", "as asked" if setting == "aten" else "PyTorch's own")
+    if device.type != "cpu" or dtype != torch.float32:
+        return MatmulChoice("aten", "")  # nothing to choose: GPUs and bf16 autocast have their own paths
+    if setting == "aten" or not onednn_available():
+        return MatmulChoice("aten", ("as asked" if setting == "aten" else "no oneDNN float32 linear here") + _mkl_note())
     if setting == "onednn":
         return MatmulChoice("onednn", "as asked")
     speedup = onednn_speedup()
     if speedup >= ONEDNN_MIN_SPEEDUP:
         return MatmulChoice("onednn", f"measured {speedup:.1f}x PyTorch's own here")
-    return MatmulChoice("aten", f"oneDNN measured {speedup:.2f}x PyTorch's own here")
+    return MatmulChoice("aten", f"oneDNN measured {speedup:.2f}x PyTorch's own here" + _mkl_note())
+
+
+def _mkl_note() -> str:
+    """Which code PyTorch's own CPU kernel (MKL) runs, for the log: on AMD CPUs it depends on
+    `glassgpt.mkl_on_amd.use_mkl_fast_code` having run before torch was imported."""
+    code = mkl_code_name()
+    return f"; MKL runs its {code} code" if code else ""
 
 
 def onednn_speedup(rounds: int = 3) -> float:

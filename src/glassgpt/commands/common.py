@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from glassgpt.entry import cache_root
 from glassgpt.errors import GlassError
 from glassgpt.runs import default_model, shipped_model
 from glassgpt.runtime import Distributed, resolve_device
@@ -52,10 +53,8 @@ def model_path(args: argparse.Namespace) -> Path:
 
 
 def cache_dir() -> Path:
-    """Where tokenized corpora are cached: $GLASSGPT_CACHE, else ~/.cache/glassgpt."""
-    root = os.environ.get("GLASSGPT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "glassgpt")
-    return Path(root) / "tokens"
+    """Where tokenized corpora are cached: tokens/ in glassgpt's cache folder (`entry.cache_root`)."""
+    return cache_root(os.environ) / "tokens"
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

@@ -221,7 +221,7 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     log(f"model: {raw_model.num_parameters():,} parameters, {config.model.n_layer} layers, "
         f"d_model {config.model.d_model}, context {config.model.context_length}; "
         f"{str(dtype).removeprefix('torch.')} on {device.type}{processes}; {tokens_per_step:,} tokens/step")
-    if matmuls.kernel != "aten":
+    if matmuls.describe():
         log(matmuls.describe())
     log(f"matmul peak measured here: {peak_flops / 1e9:,.0f} GFLOP/s (again at the first log and each evaluation); the model needs "
         f"{config.model.flops_per_token() / 1e6:,.1f} MFLOP per training token")

@@ -170,7 +170,7 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
     compiled = maybe_compile(model, t.compile, device, log)
     log(f"model: {model.num_parameters():,} parameters, context {context}; {str(dtype).removeprefix('torch.')} "
         f"on {device.type}; {t.batch_size * t.grad_accum:,} packed rows of {context} tokens per step")
-    if matmuls.kernel != "aten":
+    if matmuls.describe():
         log(matmuls.describe())
 
     def validate(is_last: bool) -> dict[str, float]:
