@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -167,6 +169,31 @@ def test_chunked_cross_entropy_is_exact_when_the_targets_probability_underflows(
     for sync_free in (False, True):
         got = target_log_probs(torch.softmax(logits, dim=-1), logits, targets.clamp(min=0), sync_free)
         torch.testing.assert_close(got.double(), reference, rtol=1e-5, atol=1e-5)
+
+
+# In a fresh process (its high-water mark of resident memory is its own), with glibc's default
+# malloc, which returns arrays this large to the system when they are freed.
+CHUNK_MEMORY = r"""
+import torch
+from glassgpt.model import ChunkedCrossEntropy
+def peak_mb():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+h, w = torch.randn(4096, 16, requires_grad=True), torch.randn(16384, 16, requires_grad=True)
+targets = torch.randint(0, 16384, (4096,))
+start = peak_mb()
+ChunkedCrossEntropy.apply(h, w, targets, 2048, True).backward()
+print(peak_mb() - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_training_loss_holds_one_chunk_of_logits_at_a_time():
+    """A chunk's logits and softmax (2048 x 16384 float32, 128 MB each) are freed before the next
+    chunk's are made: two such arrays at the peak, not the three of keeping the last ones around."""
+    result = subprocess.run([sys.executable, "-c", CHUNK_MEMORY], capture_output=True, text=True, check=True)
+    peak = float(result.stdout.strip().splitlines()[-1])
+    array_mb = 2048 * 16384 * 4 / 2**20
+    assert 2 * array_mb - 16 < peak < 2.5 * array_mb, peak
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 1000])  # 2 x 24 = 48 rows: 7 does not divide them

@@ -508,6 +508,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             grad_h = torch.empty(h.shape, dtype=dtype, device=h.device)  # g @ weight; scaled in backward
             grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         for start in range(0, len(h), chunk_rows):
+            # Free the last chunk's (c, V) arrays before this chunk's are made, so that only one
+            # chunk's exist at once and the allocator hands their memory straight back.
+            logits = p = g = None
             rows = slice(start, start + chunk_rows)
             t_c = targets[rows]
             logits = mm_nt(h[rows].to(dtype), w, kernel).to(acc)  # (c, V)
