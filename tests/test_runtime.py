@@ -58,7 +58,7 @@ def test_auto_weighs_bf16_against_the_fastest_float32_kernel(monkeypatch: pytest
     assert set(kernels_timed) == {"onednn"}
 
 
-def test_compile_on_a_cpu_without_a_cpp_compiler_trains_uncompiled(monkeypatch: pytest.MonkeyPatch):
+def test_compile_on_a_cpu_without_a_cpp_compiler_trains_uncompiled():
     import torch._inductor.config as inductor_config
 
     from glassgpt.config import PRESETS
@@ -69,10 +69,12 @@ def test_compile_on_a_cpu_without_a_cpp_compiler_trains_uncompiled(monkeypatch: 
     assert runtime.missing_cpu_compiler() is None  # CI installs g++: torch.compile works here
     assert runtime.maybe_compile(model, "on", cpu, lines.append) is not model
     assert runtime.maybe_compile(model, "auto", cpu, lines.append) is model and not lines  # auto: GPUs only
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
-    assert "No working C++ compiler" in runtime.missing_cpu_compiler()
-    # Without the check, the first forward of the compiled model raises InvalidCxxCompiler.
-    assert runtime.maybe_compile(model, "on", cpu, lines.append) is model
+    # Inductor's own patching: monkeypatch's undo left the option "does not exist" for every later
+    # torch.compile in the process (a test of compiled training that ran after this one failed).
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        assert "No working C++ compiler" in runtime.missing_cpu_compiler()
+        # Without the check, the first forward of the compiled model raises InvalidCxxCompiler.
+        assert runtime.maybe_compile(model, "on", cpu, lines.append) is model
     assert len(lines) == 1 and "needs a C++ compiler" in lines[0] and "training uncompiled" in lines[0]
 
 
