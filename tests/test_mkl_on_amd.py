@@ -67,7 +67,7 @@ def test_shim_builds_once_and_answers_intel(tmp_path: Path) -> None:
 
 def test_build_without_compiler_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("glassgpt.mkl_on_amd.c_compiler", lambda: None)
-    assert build_shim(tmp_path) == "no C compiler (cc or gcc) to build its one-line library"
+    assert build_shim(tmp_path) == "no C compiler (cc or gcc) to build its two-line library"
 
 
 # A fresh interpreter: the shim first (told the CPU is AMD's, so that the path runs on any x86-64

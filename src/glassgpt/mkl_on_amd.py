@@ -15,7 +15,7 @@ On the 2-core AMD EPYC (Zen 5, AVX-512) glassgpt is measured on, a 1024^3 float3
 small --dtype fp32` 1.25x as many tokens a second (README, "Training on this CPU").
 
 It must happen before `import torch`: once torch is loaded, MKL answers from its own copy. So only
-the CLI's entry point (`glassgpt.__main__.run`) calls `use_mkl_fast_code`, before anything else is
+the CLI's entry point (`glassgpt.entry.run`) calls `use_mkl_fast_code`, before anything else is
 imported; a library user who wants it calls it first too. This module never imports torch at
 import time; `mkl_code_path` (what MKL chose, for the training log) imports it when called.
 """
@@ -75,7 +75,7 @@ def build_shim(cache_dir: Path) -> Path | str:
         return target
     compiler = c_compiler()
     if compiler is None:
-        return "no C compiler (cc or gcc) to build its one-line library"
+        return "no C compiler (cc or gcc) to build its two-line library"
     source = cache_dir / f"{target.stem}.c"
     try:
         with atomic_path(source) as tmp:
