@@ -44,6 +44,38 @@ def fake_timings(monkeypatch: pytest.MonkeyPatch, durations: list[float]) -> Non
     monkeypatch.setattr(runtime.time, "perf_counter", fake_clock)
 
 
+@pytest.mark.parametrize("step_times, expected", [({torch.float32: 1.0, torch.bfloat16: 1.25}, torch.float32),
+                                                   ({torch.float32: 1.0, torch.bfloat16: 0.95}, torch.float32),
+                                                   ({torch.float32: 1.0, torch.bfloat16: 0.7}, torch.bfloat16)])
+def test_auto_lets_the_models_own_step_overrule_a_faster_bf16_matmul(monkeypatch: pytest.MonkeyPatch,
+                                                                     step_times: dict, expected: torch.dtype):
+    """The matmul probe favours bf16 (2x); the model's step then decides, taking bf16 only when it
+    is clearly faster (a small model's step ran slower in bf16 on a CPU whose matmuls ran faster)."""
+    monkeypatch.setattr(runtime, "peak_kernels", lambda device, dtype: ("aten",))
+    fake_timings(monkeypatch, [1.0, 0.5] * runtime.DTYPE_PROBE_ROUNDS)
+    timed = []
+
+    def step_seconds(dtype: torch.dtype) -> float:
+        timed.append(dtype)
+        return step_times[dtype] * (3.0 if len(timed) <= 2 else 1.0)  # the warm-up round is slow
+
+    assert runtime.choose_dtype("auto", torch.device("cpu"), step_seconds) is expected
+    assert timed.count(torch.float32) == timed.count(torch.bfloat16) == runtime.STEP_PROBE_ROUNDS + 1
+
+
+def test_step_timer_leaves_no_gradients_and_the_random_stream_as_it_was():
+    from glassgpt.config import PRESETS
+    from glassgpt.model import GPT
+
+    config = PRESETS["tiny"].model
+    model = GPT(config)
+    state = torch.get_rng_state()
+    seconds = runtime.step_timer(model, 2, config.context_length, config.vocab_size, torch.device("cpu"))
+    assert seconds(torch.float32) > 0 and seconds(torch.bfloat16) > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 @pytest.mark.parametrize("bf16_seconds, expected", [(0.45, torch.float32), (0.2, torch.bfloat16)])
 def test_auto_weighs_bf16_against_the_fastest_float32_kernel(monkeypatch: pytest.MonkeyPatch, bf16_seconds: float,
                                                              expected: torch.dtype):

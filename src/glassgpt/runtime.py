@@ -87,12 +87,20 @@ def resolve_device(name: str = "auto", distributed: Distributed = SINGLE) -> tor
 
 
 DTYPE_PROBE_ROUNDS = 5  # interleaved timing rounds of "auto"; the best of each counts
+STEP_PROBE_ROUNDS = 2  # rounds of the model's own step in each dtype, after one more that warms up
+STEP_MIN_SPEEDUP = 1.1  # how much faster bf16's step must be: more than a busy moment sways two steps
 
 
-def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
+def choose_dtype(setting: str, device: torch.device,
+                 step_seconds: Callable[[torch.dtype], float] | None = None) -> torch.dtype:
     """bf16 autocast or plain fp32. "auto" times a matmul in both: many CPUs emulate bf16 slowly.
     fp32 is timed on each kernel that can multiply it here (`glassgpt.matmul.peak_kernels`) and
-    its fastest counts, as training takes the faster one (`--matmul auto`)."""
+    its fastest counts, as training takes the faster one (`--matmul auto`).
+
+    Where that favours bf16 on a CPU and `step_seconds` (`step_timer`) is given, the model's own
+    training step decides: a small model's step is more than its matmuls (the 96-wide demo's
+    products ran 1.5-1.7x faster in bf16 here, its whole step 0.8x, with autocast's casts), so bf16
+    is taken only if that step is `STEP_MIN_SPEEDUP` x faster in it too."""
     if setting == "fp32":
         return torch.float32
     if setting == "bf16":
@@ -116,7 +124,37 @@ def choose_dtype(setting: str, device: torch.device) -> torch.dtype:
         for candidate in candidates:
             best[candidate] = min(best[candidate], seconds(*candidate))
     fastest_fp32 = min(t for (dtype, _), t in best.items() if dtype == torch.float32)
-    return torch.bfloat16 if best[(torch.bfloat16, "aten")] < 0.8 * fastest_fp32 else torch.float32
+    if best[(torch.bfloat16, "aten")] >= 0.8 * fastest_fp32:
+        return torch.float32
+    if step_seconds is None:
+        return torch.bfloat16
+    step_best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
+    for _ in range(STEP_PROBE_ROUNDS + 1):  # the first round warms both up, and counts like the others
+        for dtype in step_best:
+            step_best[dtype] = min(step_best[dtype], step_seconds(dtype))
+    return torch.bfloat16 if step_best[torch.bfloat16] * STEP_MIN_SPEEDUP < step_best[torch.float32] else torch.float32
+
+
+def step_timer(model: nn.Module, rows: int, context: int, vocab_size: int,
+               device: torch.device) -> Callable[[torch.dtype], float]:
+    """For `choose_dtype`: the seconds of one forward + backward of `model` (called as
+    `model(ids, targets).loss`) on `rows` random windows, in a dtype's autocast. The gradients are
+    dropped after each; the ids come from a generator of their own, so the run's random stream is
+    untouched. Call it on the unwrapped model of a single process: each of several processes
+    timing for itself could choose differently."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (rows, context), generator=generator).to(device)
+
+    def seconds(dtype: torch.dtype) -> float:
+        start = time.perf_counter()
+        with autocast(dtype, device):
+            loss = model(ids, ids).loss
+        loss.backward()
+        elapsed = time.perf_counter() - start
+        model.zero_grad(set_to_none=True)
+        return elapsed
+
+    return seconds
 
 
 def peak_matmul_size(device: torch.device) -> int:

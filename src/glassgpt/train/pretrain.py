@@ -48,6 +48,7 @@ from glassgpt.runtime import (
     maybe_compile,
     resolve_device,
     seed_everything,
+    step_timer,
     unwrap,
     wrap_model,
 )
@@ -206,7 +207,9 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     if distributed.is_main:
         run.save_config(config)
 
-    dtype = choose_dtype(t.dtype, device)
+    step_probe = None if distributed.enabled else step_timer(  # one process: the model's own step may decide
+        raw_model, t.batch_size, config.model.context_length, config.model.vocab_size, device)
+    dtype = choose_dtype(t.dtype, device, step_probe)
     matmuls = use_matmul_kernel(raw_model, optimizer, t.matmul, device, dtype)  # before compiling
 
     def measure_peak() -> float:  # MFU's reference: this device's own matmul peak in the training dtype (~0.5 s)
