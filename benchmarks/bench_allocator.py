@@ -49,6 +49,7 @@ from benchmarks.common import (  # noqa: E402
     fmt,
     interleaved,
     markdown_table,
+    presets_and_repeats,
     start_workers,
     stop_workers,
     training_kernel,
@@ -109,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the tiny preset, one turn (seconds; for tests)")
     args = parser.parse_args(argv)
     kernel = training_kernel(args.matmul)  # once, for every worker
-    presets = ["tiny"] if args.quick else args.presets.split(",")
-    unknown = [name for name in presets if name not in PRESETS]
-    if unknown:
-        parser.error(f"unknown preset {unknown[0]!r}: choose from {', '.join(PRESETS)}")
-    repeats = 1 if args.quick else args.repeats
+    presets, repeats = presets_and_repeats(parser, args)
 
     # Fresh processes: glibc's malloc as it starts.
     workers = {"default malloc": (False, False), "keep freed memory": (True, False)}  # label: (keep, huge pages)

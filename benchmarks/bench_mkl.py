@@ -78,16 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         fmt,
         interleaved,
         markdown_table,
+        presets_and_repeats,
         start_workers,
         stop_workers,
     )
     from glassgpt.config import PRESETS
 
-    presets = ["tiny"] if args.quick else args.presets.split(",")
-    unknown = [name for name in presets if name not in PRESETS]
-    if unknown:
-        parser.error(f"unknown preset {unknown[0]!r}: choose from {', '.join(PRESETS)}")
-    repeats = 1 if args.quick else args.repeats
+    presets, repeats = presets_and_repeats(parser, args)
     compiled = {name: PRESETS[name].train.compile == "on" and not args.quick for name in presets}
 
     conns = start_workers("bench_mkl", {label: (worker, (let_choose, presets, compiled))

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from glassgpt.config import MATMUL_SETTINGS, preset
+from glassgpt.config import MATMUL_SETTINGS, PRESETS, preset
 from glassgpt.errors import GlassError
 from glassgpt.matmul import choose_matmul_kernel
 from glassgpt.runtime import matmul_flops
@@ -235,6 +235,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def presets_and_repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], int]:
+    """`--presets` (comma-separated) and `--repeats` of a benchmark whose `--quick` means the tiny
+    preset, one turn; an unknown preset is argparse's one-line error."""
+    presets = ["tiny"] if args.quick else args.presets.split(",")
+    unknown = [name for name in presets if name not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset {unknown[0]!r}: choose from {', '.join(PRESETS)}")
+    return presets, 1 if args.quick else args.repeats
 
 
 def preset_benchmark_args(doc: str, argv: list[str] | None, presets: str, repeats: int,
