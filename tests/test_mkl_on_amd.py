@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from glassgpt import matmul, mkl_on_amd
 from glassgpt.mkl_on_amd import (
     AMD_VENDOR,
     build_shim,
@@ -22,11 +23,18 @@ from glassgpt.mkl_on_amd import (
     mkl_code_name,
     shim_path,
     use_mkl_fast_code,
+    why_not_fast_code,
 )
 
 LINUX_X86 = platform.system() == "Linux" and platform.machine() == "x86_64"
 needs_linux_x86_compiler = pytest.mark.skipif(not LINUX_X86 or c_compiler() is None,
                                               reason="the shim is for Linux on x86-64, built with a C compiler")
+
+
+@pytest.fixture(autouse=True)
+def keep_the_process_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`use_mkl_fast_code` records its answer for the process: the tests here put it back after."""
+    monkeypatch.setattr(mkl_on_amd, "_why_not", mkl_on_amd._why_not)
 
 
 def fake_cpuinfo(tmp_path: Path, vendor: str) -> Path:
@@ -52,6 +60,19 @@ def test_holds_back_where_it_cannot_or_need_not_help(tmp_path: Path) -> None:
     reason = use_mkl_fast_code(tmp_path / "cache", fake_cpuinfo(tmp_path, AMD_VENDOR))
     assert reason is not None and "torch was imported first" in reason
     assert not (tmp_path / "cache").exists()  # nothing built for a call that cannot take effect
+    assert why_not_fast_code() == reason  # kept for the training log
+
+
+def test_training_log_names_why_mkl_runs_its_generic_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = use_mkl_fast_code(tmp_path / "cache", fake_cpuinfo(tmp_path, AMD_VENDOR), turned_off_by="THE_SWITCH=0")
+    assert reason == "turned off by THE_SWITCH=0" and why_not_fast_code() == reason
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(matmul, "mkl_code_name", lambda: "generic")
+    assert matmul._mkl_note() == "; MKL runs its generic code (turned off by THE_SWITCH=0)"
+    monkeypatch.setattr(matmul, "mkl_code_name", lambda: "AVX-512")  # fast code: no reason to give
+    assert matmul._mkl_note() == "; MKL runs its AVX-512 code"
+    monkeypatch.setattr(matmul, "mkl_code_name", lambda: None)  # no MKL to ask
+    assert matmul._mkl_note() == ""
 
 
 @needs_linux_x86_compiler

@@ -28,11 +28,10 @@ def prepare_process(env: Mapping[str, str]) -> str | None:
     """What must happen before torch is imported: MKL's fast code on AMD CPUs, unless
     $GLASSGPT_MKL_FAST_CODE is "0". Returns None when it is on, else why not (`use_mkl_fast_code`).
     Benchmarks call it too, first, so that they time what the command runs."""
-    if env.get(MKL_SWITCH, "1") == "0":
-        return f"{MKL_SWITCH}=0"
     from glassgpt.mkl_on_amd import use_mkl_fast_code
 
-    return use_mkl_fast_code(cache_root(env) / "mkl")
+    switched_off = f"{MKL_SWITCH}=0" if env.get(MKL_SWITCH, "1") == "0" else None
+    return use_mkl_fast_code(cache_root(env) / "mkl", turned_off_by=switched_off)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from glassgpt.config import MATMUL_SETTINGS
 from glassgpt.errors import GlassError
-from glassgpt.mkl_on_amd import mkl_code_name
+from glassgpt.mkl_on_amd import mkl_code_name, why_not_fast_code
 
 #: oneDNN is chosen only when it is clearly faster: each kernel's best of a few calls must differ
 #: by more than a busy moment can make them differ (12 probes in a row here read 1.14-1.18x with
@@ -161,9 +161,13 @@ def choose_matmul_kernel(setting: str, device: torch.device, dtype: torch.dtype)
 
 def _mkl_note() -> str:
     """Which code PyTorch's own CPU kernel (MKL) runs, for the log: on AMD CPUs it depends on
-    `glassgpt.mkl_on_amd.use_mkl_fast_code` having run before torch was imported."""
+    `glassgpt.mkl_on_amd.use_mkl_fast_code` having run before torch was imported, so its generic
+    code comes with the reason that did not happen."""
     code = mkl_code_name()
-    return f"; MKL runs its {code} code" if code else ""
+    if not code:
+        return ""
+    why_not = why_not_fast_code() if code == "generic" else None
+    return f"; MKL runs its {code} code" + (f" ({why_not})" if why_not else "")
 
 
 def onednn_speedup(rounds: int = 3) -> float:

@@ -90,11 +90,30 @@ def build_shim(cache_dir: Path) -> Path | str:
     return target
 
 
-def use_mkl_fast_code(cache_dir: Path, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+#: Why MKL was not let run its fast code in this process (None once it was), for the training
+#: log; `use_mkl_fast_code` sets it. Until that runs, this says so.
+_why_not: str | None = "glassgpt.entry.prepare_process did not run before torch was imported"
+
+
+def use_mkl_fast_code(cache_dir: Path, cpuinfo: Path = Path("/proc/cpuinfo"),
+                      turned_off_by: str | None = None) -> str | None:
     """Make MKL pick its code by the CPU's instruction sets on an AMD CPU; call before `import torch`.
 
-    Returns None when the library is loaded, else a one-line reason why not (not Linux on x86-64,
-    not an AMD CPU, torch already imported, no C compiler): then MKL runs as it would anyway."""
+    Returns None when the library is loaded, else a one-line reason why not (turned off by
+    `turned_off_by`, e.g. the CLI's environment switch; not Linux on x86-64, not an AMD CPU, torch
+    already imported, no C compiler): then MKL runs as it would anyway. `why_not_fast_code`
+    gives the same answer later."""
+    global _why_not
+    _why_not = f"turned off by {turned_off_by}" if turned_off_by else _load_shim(cache_dir, cpuinfo)
+    return _why_not
+
+
+def why_not_fast_code() -> str | None:
+    """What `use_mkl_fast_code` answered in this process (None: the library is loaded)."""
+    return _why_not
+
+
+def _load_shim(cache_dir: Path, cpuinfo: Path) -> str | None:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"only for Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
     vendor = cpu_vendor(cpuinfo)

@@ -62,3 +62,23 @@ def test_bad_input_is_one_line_and_keeps_a_trained_run(tiny_run, tiny_chat_run, 
 def test_bad_options(tiny_run, tmp_path, capsys, options):
     code, _, err = run_cli(capsys, "sft", "--model", str(tiny_run), "--out", str(tmp_path / "z"), *options)
     assert code == 2 and "must be" in err
+
+
+def test_sft_lets_the_model_s_own_step_weigh_in_on_auto_dtype(tiny_run, chats_jsonl, tmp_path, monkeypatch):
+    """`--dtype auto` hands `choose_dtype` a timer of this model's own training step, as pretraining does."""
+    import glassgpt.train.sft as sft_module
+
+    asked = {}
+
+    def spy(setting, device, step_seconds=None):
+        asked["setting"] = setting
+        asked["seconds"] = {dtype: step_seconds(dtype) for dtype in (torch.float32, torch.bfloat16)} \
+            if step_seconds else None
+        return torch.float32
+
+    monkeypatch.setattr(sft_module, "choose_dtype", spy)
+    train = {"max_steps": 1, "batch_size": 2, "warmup_steps": 0, "eval_every": 1, "save_every": 1, "dtype": "auto"}
+    sft(sft_config(tiny_run, data=str(chats_jsonl), train=train), tmp_path / "a", show_progress=False,
+        log=lambda _: None)
+    assert asked["setting"] == "auto" and asked["seconds"] is not None
+    assert all(seconds > 0 for seconds in asked["seconds"].values())

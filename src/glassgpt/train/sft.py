@@ -40,6 +40,7 @@ from glassgpt.runtime import (
     maybe_compile,
     resolve_device,
     seed_everything,
+    step_timer,
 )
 from glassgpt.tokenizer import Tokenizer
 from glassgpt.train.loop import LoopHooks, run_loop
@@ -165,7 +166,8 @@ def sft(config: RunConfig, out_dir: str | Path, *, resume: bool = False, device:
     val_batches = val_batches[:max(1, rows_for_eval // t.batch_size)]
 
     optimizer, state = start_training(run, config, model, tokenizer, batches, resume, log)
-    dtype = choose_dtype(t.dtype, device)
+    # One process (sft has no torchrun path): the model's own step may decide, as in pretraining.
+    dtype = choose_dtype(t.dtype, device, step_timer(model, t.batch_size, context, config.model.vocab_size, device))
     matmuls = use_matmul_kernel(model, optimizer, t.matmul, device, dtype)  # before compiling
     compiled = maybe_compile(model, t.compile, device, log)
     log(f"model: {model.num_parameters():,} parameters, context {context}; {str(dtype).removeprefix('torch.')} "
