@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import platform
 import re
 import sys
 from pathlib import Path
@@ -428,3 +429,17 @@ def test_matmul_benchmark_times_every_product_of_a_step_with_both_kernels(capsys
             assert float(aten.replace(",", "")) > 0 and float(onednn.replace(",", "")) > 0
     assert rows["tiny, mlp down, forward"][0].strip() == "128 x 192 x 64"  # 4 x 32 tokens, SwiGLU 192 wide
     assert "tiny, eager training step" in rows
+
+
+def test_bench_subnormals_compares_kept_and_flushed_and_checks_a_real_model(capsys):
+    bench_subnormals = benchmark_module("bench_subnormals")
+    assert bench_subnormals.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| p @ W") or line.startswith("| softmax")]
+    assert [worker.strip() for _, worker in rows] == ["subnormals kept", "flushed to zero"] * 2
+    kept, flushed = re.search(r"([\d.]+)% of p subnormal where kept, ([\d.]+)% where flushed", out).groups()
+    assert float(kept) > 1.0  # the synthetic logits do make them
+    if platform.machine() in ("x86_64", "AMD64"):  # where the CPU can flush (FTZ/DAZ), none are left
+        assert float(flushed) == 0.0
+    shipped = next(line for line in out.splitlines() if line.startswith("| the shipped base"))
+    assert shipped.split("|")[4].strip() == "0.00%"  # a trained model's loss makes none
