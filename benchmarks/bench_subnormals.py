@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -41,7 +40,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `glassgp
 from glassgpt.entry import prepare_process  # noqa: E402
 
 WORKERS = {"subnormals kept": False, "flushed to zero": True}
-FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32; anything nonzero below is subnormal
 
 
 def worker(flush: bool, rows: int, vocab: int, width: int, spread: float, conn: Connection) -> None:
@@ -52,6 +50,7 @@ def worker(flush: bool, rows: int, vocab: int, width: int, spread: float, conn: 
 
     torch.set_flush_denormal(flush)  # before any op: the OpenMP threads started later inherit it
 
+    from benchmarks.common import seconds
     from glassgpt.runtime import keep_freed_memory
 
     keep_freed_memory()  # as `glassgpt train` does
@@ -59,11 +58,11 @@ def worker(flush: bool, rows: int, vocab: int, width: int, spread: float, conn: 
     logits = torch.randn(rows, vocab, generator=generator) * spread
     weight = torch.randn(vocab, width, generator=generator)
     p = torch.softmax(logits, dim=-1)
-    share = ((p > 0) & (p < FLOAT32_TINY)).float().mean().item()
+    share = subnormal_share(p)
 
     def best_seconds(fn) -> float:
         fn()  # warm up
-        return min(_seconds(fn) for _ in range(3))
+        return min(seconds(fn) for _ in range(3))
 
     answers = {"setup": lambda: share,
                "product": lambda: 2 * rows * vocab * width / best_seconds(lambda: p @ weight) / 1e9,
@@ -73,10 +72,11 @@ def worker(flush: bool, rows: int, vocab: int, width: int, spread: float, conn: 
         conn.send(("answer", answers[request]()))
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def subnormal_share(p) -> float:
+    """The share of `p`'s float32 values that are subnormal: nonzero, below the smallest normal."""
+    import torch
+
+    return ((p > 0) & (p < torch.finfo(torch.float32).tiny)).float().mean().item()
 
 
 def subnormals_in_model(path: Path | None, windows: int) -> tuple[str, float, float, float]:
@@ -99,8 +99,7 @@ def subnormals_in_model(path: Path | None, windows: int) -> tuple[str, float, fl
     with torch.no_grad():
         logits = run.model(torch.tensor(ids).view(windows, context)).logits.float()
     spans = logits.amax(-1) - logits.amin(-1)
-    p = torch.softmax(logits, dim=-1)
-    share = ((p > 0) & (p < FLOAT32_TINY)).float().mean().item()
+    share = subnormal_share(torch.softmax(logits, dim=-1))
     return str(path or "the shipped base"), spans.mean().item(), spans.max().item(), share
 
 
@@ -152,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{shares['flushed to zero']:.1%} where flushed\n")
     print(markdown_table(["what", "worker", "median", "vs kept", "spread"], table))
 
+    import torch
+
+    tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
     windows = 2 if args.quick else 16
     found = [subnormals_in_model(path, windows) for path in (args.model or [None])]
     print(f"\nA real model's loss probabilities, {windows} windows of the built-in validation text:\n")
@@ -159,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                          [[name, f"{mean:.1f}", f"{largest:.1f}", f"{share:.2%}"]
                           for name, mean, largest, share in found]))
     print(f"\n(p = exp(logit - max) / sum is at least exp(-range) / V, so a position's softmax can only make a "
-          f"subnormal if its logit range passes -ln({FLOAT32_TINY:.2e}) - ln V: "
-          f"{-math.log(FLOAT32_TINY) - math.log(8192):.0f} at an 8,192-token vocabulary)")
+          f"subnormal if its logit range passes -ln({tiny:.2e}) - ln V: "
+          f"{-math.log(tiny) - math.log(8192):.0f} at an 8,192-token vocabulary)")
     return 0
 
 

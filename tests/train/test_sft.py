@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import glassgpt.train.sft as sft_module
 from cli_run import assert_one_line_error, run_cli
 from glassgpt.data.chats import fixed_batches, read_conversations, render_all
 from glassgpt.runs import RunFolder, load_run
@@ -66,8 +67,6 @@ def test_bad_options(tiny_run, tmp_path, capsys, options):
 
 def test_sft_lets_the_model_s_own_step_weigh_in_on_auto_dtype(tiny_run, chats_jsonl, tmp_path, monkeypatch):
     """`--dtype auto` hands `choose_dtype` a timer of this model's own training step, as pretraining does."""
-    import glassgpt.train.sft as sft_module
-
     asked = {}
 
     def spy(setting, device, step_seconds=None):
