@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.spread <= 0:
         parser.error(f"--spread must be positive, got {args.spread}")
+    from glassgpt.runs import RunFolder
+
+    for path in args.model or []:  # before minutes of timing, not after
+        if not RunFolder(path).is_run():
+            parser.error(f"--model {path} is not a run folder (one that `glassgpt train --out` wrote)")
 
     from benchmarks.common import (
         cpu_name,
@@ -153,9 +158,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from glassgpt.errors import GlassError
+
     tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
     windows = 2 if args.quick else 16
-    found = [subnormals_in_model(path, windows) for path in (args.model or [None])]
+    try:
+        found = [subnormals_in_model(path, windows) for path in (args.model or [None])]
+    except GlassError as err:  # a run folder whose weights or tokenizer do not load
+        raise SystemExit(f"bench_subnormals: {err}") from None
     print(f"\nA real model's loss probabilities, {windows} windows of the built-in validation text:\n")
     print(markdown_table(["model", "logit range a position (mean)", "largest", "subnormal p"],
                          [[name, f"{mean:.1f}", f"{largest:.1f}", f"{share:.2%}"]
