@@ -45,6 +45,7 @@ def worker(let_choose: bool, presets: list[str], compiled: dict[str, bool], conn
     import torch
 
     from benchmarks.bench_shapes import step_runner
+    from benchmarks.common import serve_answers
     from glassgpt.config import PRESETS
     from glassgpt.matmul import choose_matmul_kernel
     from glassgpt.mkl_on_amd import mkl_code_name
@@ -59,9 +60,7 @@ def worker(let_choose: bool, presets: list[str], compiled: dict[str, bool], conn
     setup = {"kernel": kernel, "code": mkl_code_name() or "none", "reason": reason or "loaded"}
     answers = {"setup": lambda: setup, "peak": lambda: matmul_flops(cpu, torch.float32, 1024, 0.5),
                "mkl": lambda: 2 * 1024**3 / min(matmul_call_seconds(cpu, torch.float32, 1024, 0.5))} | runners
-    conn.send(("ready", None))
-    while (request := conn.recv()) is not None:
-        conn.send(("answer", answers[request]()))
+    serve_answers(conn, answers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.common import (
+        ask,
         cpu_name,
         fmt,
-        interleaved,
+        interleaved_answers,
         markdown_table,
         presets_and_repeats,
         start_workers,
@@ -90,17 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     conns = start_workers("bench_mkl", {label: (worker, (let_choose, presets, compiled))
                                         for label, let_choose in WORKERS.items()})
 
-    def ask(label: str, request: str) -> object:
-        conns[label].send(request)
-        return conns[label].recv()[1]
-
-    setups = {label: ask(label, "setup") for label in conns}
+    setups = {label: ask(conn, "setup") for label, conn in conns.items()}
     what = {"mkl": "torch.mm (MKL), 1024^3 best call (GFLOP/s)",
             "peak": "MFU's reference: either kernel's best call (GFLOP/s)",
             **{name: f"{name}, {'compiled' if compiled[name] else 'eager'} training step (tokens/s)" for name in presets}}
     rows, medians = [], {}
     for request, description in what.items():
-        rates = interleaved({label: (lambda label=label, request=request: ask(label, request)) for label in conns}, repeats)
+        rates = interleaved_answers(conns, request, repeats)
         base = rates["MKL held back"].median
         for label, rate in rates.items():
             medians[request, label] = rate.median

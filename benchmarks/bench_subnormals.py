@@ -50,7 +50,7 @@ def worker(flush: bool, rows: int, vocab: int, width: int, spread: float, conn: 
 
     torch.set_flush_denormal(flush)  # before any op: the OpenMP threads started later inherit it
 
-    from benchmarks.common import seconds
+    from benchmarks.common import seconds, serve_answers
     from glassgpt.runtime import keep_freed_memory
 
     keep_freed_memory()  # as `glassgpt train` does
@@ -67,9 +67,7 @@ def worker(flush: bool, rows: int, vocab: int, width: int, spread: float, conn: 
     answers = {"setup": lambda: share,
                "product": lambda: 2 * rows * vocab * width / best_seconds(lambda: p @ weight) / 1e9,
                "softmax": lambda: rows * vocab / best_seconds(lambda: torch.softmax(logits, dim=-1)) / 1e6}
-    conn.send(("ready", None))
-    while (request := conn.recv()) is not None:
-        conn.send(("answer", answers[request]()))
+    serve_answers(conn, answers)
 
 
 def subnormal_share(p) -> float:
@@ -123,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--model {path} is not a run folder (one that `glassgpt train --out` wrote)")
 
     from benchmarks.common import (
+        ask,
         cpu_name,
         fmt,
-        interleaved,
+        interleaved_answers,
         markdown_table,
         start_workers,
         stop_workers,
@@ -136,17 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     conns = start_workers("bench_subnormals", {label: (worker, (flush, rows, vocab, width, args.spread))
                                                for label, flush in WORKERS.items()})
 
-    def ask(label: str, request: str) -> float:
-        conns[label].send(request)
-        return conns[label].recv()[1]
-
-    shares = {label: ask(label, "setup") for label in conns}
+    shares = {label: ask(conn, "setup") for label, conn in conns.items()}
     what = {"product": f"p @ W, ({rows:,} x {vocab:,}) x ({vocab:,} x {width}) (GFLOP/s)",
             "softmax": f"softmax of ({rows:,} x {vocab:,}) logits (million elements/s)"}
     table = []
     for request, description in what.items():
-        rates = interleaved({label: (lambda label=label, request=request: ask(label, request)) for label in conns},
-                            repeats)
+        rates = interleaved_answers(conns, request, repeats)
         base = rates["subnormals kept"].median
         for label, rate in rates.items():
             table.append([description, label, fmt(rate.median), f"{rate.median / base:.2f}x", f"{rate.spread:.0%}"])

@@ -9,6 +9,7 @@ reported number is the median over repeats, and the ratio compares medians.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import platform
@@ -77,6 +78,25 @@ def start_workers(prog: str, workers: dict[str, tuple[Callable[..., None], tuple
             raise SystemExit(f"{prog}: {message}")
         conns[label] = ours
     return conns
+
+
+def serve_answers(conn: Connection, answers: dict[str, Callable[[], object]]) -> None:
+    """A `start_workers` worker's loop once it is set up: say it is ready, then answer each request
+    (a key of `answers`) with its function's result, until the parent sends None."""
+    conn.send(("ready", None))
+    while (request := conn.recv()) is not None:
+        conn.send(("answer", answers[request]()))
+
+
+def ask(conn: Connection, request: str) -> object:
+    """One request to a worker in `serve_answers`, and its answer."""
+    conn.send(request)
+    return conn.recv()[1]
+
+
+def interleaved_answers(conns: dict[str, Connection], request: str, repeats: int) -> dict[str, Rate]:
+    """`interleaved` over workers: each worker's answers to `request` (a rate), taking turns."""
+    return interleaved({label: functools.partial(ask, conn, request) for label, conn in conns.items()}, repeats)
 
 
 def stop_workers(conns: dict[str, Connection]) -> None:

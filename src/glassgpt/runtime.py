@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import functools
 import gc
 import random
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +33,8 @@ from torch import nn
 
 from glassgpt.errors import GlassError
 from glassgpt.matmul import mm_nt, peak_kernels
+
+T = TypeVar("T")
 
 Log = Callable[[str], None]
 
@@ -117,22 +121,29 @@ def choose_dtype(setting: str, device: torch.device,
             x @ x if kernel == "aten" else mm_nt(x, x, kernel)
         return time.perf_counter() - start
 
-    # Best of several interleaved rounds after a warm-up: one round of each was swayed by whatever
-    # else the machine was doing and picked fp32 on a CPU whose bf16 is twice as fast.
-    best = {candidate: float("inf") for candidate in candidates}
-    for _ in range(DTYPE_PROBE_ROUNDS):
-        for candidate in candidates:
-            best[candidate] = min(best[candidate], seconds(*candidate))
+    # Best of several interleaved rounds: one round of each was swayed by whatever else the
+    # machine was doing and picked fp32 on a CPU whose bf16 is twice as fast.
+    best = best_of_rounds({candidate: functools.partial(seconds, *candidate) for candidate in candidates},
+                          DTYPE_PROBE_ROUNDS)
     fastest_fp32 = min(t for (dtype, _), t in best.items() if dtype == torch.float32)
     if best[(torch.bfloat16, "aten")] >= 0.8 * fastest_fp32:
         return torch.float32
     if step_seconds is None:
         return torch.bfloat16
-    step_best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
-    for _ in range(STEP_PROBE_ROUNDS + 1):  # the first round warms both up, and counts like the others
-        for dtype in step_best:
-            step_best[dtype] = min(step_best[dtype], step_seconds(dtype))
+    # One round more than STEP_PROBE_ROUNDS: the first warms both up, and counts like the others.
+    step_best = best_of_rounds({dtype: functools.partial(step_seconds, dtype)
+                                for dtype in (torch.float32, torch.bfloat16)}, STEP_PROBE_ROUNDS + 1)
     return torch.bfloat16 if step_best[torch.bfloat16] * STEP_MIN_SPEEDUP < step_best[torch.float32] else torch.float32
+
+
+def best_of_rounds(timers: dict[T, Callable[[], float]], rounds: int) -> dict[T, float]:
+    """Each timer's fastest of `rounds` calls, the timers taking turns in every round, so that a busy
+    moment of the machine falls on all of them rather than on one."""
+    best = {key: float("inf") for key in timers}
+    for _ in range(rounds):
+        for key, timer in timers.items():
+            best[key] = min(best[key], timer())
+    return best
 
 
 def step_timer(model: nn.Module, rows: int, context: int, vocab_size: int,
